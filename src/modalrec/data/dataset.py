@@ -1,0 +1,122 @@
+"""The in-memory dataset every model and tool works on.
+
+Interactions are implicit (user, item) pairs stored as scipy CSR matrices of shape [n_users, n_items]
+with value 1.0; content features are dense float32 arrays aligned to the item index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from modalrec.errors import DataError
+
+
+def pairs_to_csr(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
+    """Build a binary [n_users, n_items] CSR matrix from index pairs (duplicates collapse to 1)."""
+    data = np.ones(len(users), dtype=np.float32)
+    mat = sp.csr_matrix((data, (users, items)), shape=(n_users, n_items), dtype=np.float32)
+    mat.sum_duplicates()
+    mat.data[:] = 1.0
+    mat.sort_indices()
+    return mat
+
+
+def empty_csr(n_users: int, n_items: int) -> sp.csr_matrix:
+    """An all-zero [n_users, n_items] CSR matrix."""
+    return sp.csr_matrix((n_users, n_items), dtype=np.float32)
+
+
+@dataclass
+class Dataset:
+    """Users, items, the three interaction splits and per-item content features.
+
+    Attributes:
+        name: a label used in run folders and reports.
+        user_ids: raw user id of each user index, shape [n_users] (strings).
+        item_ids: raw item id of each item index, shape [n_items] (strings).
+        train, val, test: binary CSR matrices [n_users, n_items].
+        features: modality name -> float32 array [n_items, d_m], row i belongs to item index i.
+        timestamps: optional (user, item) -> time is not kept; only used by temporal splitting upstream.
+    """
+
+    name: str
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    train: sp.csr_matrix
+    val: sp.csr_matrix
+    test: sp.csr_matrix
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        shape = (len(self.user_ids), len(self.item_ids))
+        for split in ("train", "val", "test"):
+            mat = getattr(self, split)
+            if mat.shape != shape:
+                raise DataError(f"{split} matrix has shape {mat.shape}, expected {shape}")
+            setattr(self, split, sp.csr_matrix(mat, dtype=np.float32))
+        for name, feats in self.features.items():
+            if feats.ndim != 2 or feats.shape[0] != shape[1]:
+                raise DataError(
+                    f"modality '{name}' has shape {feats.shape}, expected ({shape[1]}, d): one row per item"
+                )
+            if not np.isfinite(feats).all():
+                raise DataError(f"modality '{name}' contains NaN or infinite values")
+            self.features[name] = np.ascontiguousarray(feats, dtype=np.float32)
+        self._user_index: dict[str, int] | None = None
+        self._item_index: dict[str, int] | None = None
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def modalities(self) -> list[str]:
+        """Names of the content modalities, in a stable order."""
+        return list(self.features)
+
+    def user_index(self, raw: object) -> int:
+        """Index of a raw user id; raises KeyError if unknown."""
+        if self._user_index is None:
+            self._user_index = {str(u): i for i, u in enumerate(self.user_ids)}
+        return self._user_index[str(raw)]
+
+    def item_index(self, raw: object) -> int:
+        """Index of a raw item id; raises KeyError if unknown."""
+        if self._item_index is None:
+            self._item_index = {str(v): i for i, v in enumerate(self.item_ids)}
+        return self._item_index[str(raw)]
+
+    def select_modalities(self, names: list[str] | None) -> Dataset:
+        """A shallow copy keeping only the named modalities (None keeps all)."""
+        if names is None:
+            return self
+        missing = [n for n in names if n not in self.features]
+        if missing:
+            raise DataError(f"dataset '{self.name}' has no modality {missing}; it has {self.modalities}")
+        return Dataset(
+            self.name, self.user_ids, self.item_ids, self.train, self.val, self.test,
+            {n: self.features[n] for n in names},
+        )
+
+    def stats(self) -> dict[str, object]:
+        """Counts and density of every split plus feature shapes (for `modalrec data stats`)."""
+        n_train, n_val, n_test = self.train.nnz, self.val.nnz, self.test.nnz
+        total = n_train + n_val + n_test
+        return {
+            "name": self.name,
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": total,
+            "train": n_train,
+            "val": n_val,
+            "test": n_test,
+            "density": total / max(1, self.n_users * self.n_items),
+            "modalities": {k: list(v.shape) for k, v in self.features.items()},
+        }

@@ -1,0 +1,447 @@
+"""Readers and writers for the three on-disk dataset formats, with validation that names file, row and problem.
+
+Formats (auto-detected from the folder's contents):
+  * ``canonical``: interactions.csv (user,item[,timestamp]); items.csv (item[,...]) whose row i is row i of every
+    ``<modality>.npy``; optional split/train.csv, split/val.csv, split/test.csv.
+  * ``mmssl``: the MMSSL/LATTICE folder: train.json, val.json, test.json mapping user -> list of item indices,
+    plus ``<modality>_feat.npy`` (e.g. image_feat.npy, text_feat.npy) aligned to item indices.
+  * ``mmrec``: the MMRec folder: ``<name>.inter`` TSV with userID, itemID and x_label (0 train, 1 val, 2 test),
+    plus ``*_feat.npy`` aligned to item indices.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modalrec.data.dataset import Dataset, pairs_to_csr
+from modalrec.data.split import split_interactions
+from modalrec.errors import DataError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("canonical", "mmssl", "mmrec")
+
+
+@dataclass
+class SplitOptions:
+    """How to split when the folder ships no split."""
+
+    method: str = "ratio"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+
+
+@dataclass
+class Interactions:
+    """Raw interaction rows read from one file (ids as strings)."""
+
+    users: list[str]
+    items: list[str]
+    timestamps: np.ndarray | None
+    rows: list[int]  # 1-based line numbers, for error messages
+    path: Path
+
+
+def detect_format(folder: Path) -> str:
+    """Guess the format of a dataset folder from the files it holds."""
+    if (folder / "interactions.csv").exists() or (folder / "split" / "train.csv").exists():
+        return "canonical"
+    if (folder / "train.json").exists():
+        return "mmssl"
+    if any(folder.glob("*.inter")):
+        return "mmrec"
+    raise DataError(
+        "cannot recognise the dataset format: expected interactions.csv (canonical), train.json (MMSSL/LATTICE) "
+        "or a *.inter file (MMRec)",
+        folder,
+    )
+
+
+def load_dataset(path: str | os.PathLike[str], fmt: str = "auto", split: SplitOptions | None = None) -> Dataset:
+    """Load a dataset folder in any supported format (``fmt="auto"`` detects it)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataError("dataset folder does not exist or is not a folder", folder)
+    fmt = detect_format(folder) if fmt == "auto" else fmt
+    if fmt == "canonical":
+        return _load_canonical(folder, split or SplitOptions())
+    if fmt == "mmssl":
+        return _load_mmssl(folder)
+    if fmt == "mmrec":
+        return _load_mmrec(folder)
+    raise DataError(f"unknown format {fmt!r}; choose one of {('auto', *FORMATS)}")
+
+
+# ---- CSV helpers ----------------------------------------------------------------------------------------------
+
+
+def _open_text(path: Path):  # type: ignore[no-untyped-def]  # returns a text file handle
+    try:
+        return path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read file: {exc.strerror}", path) from None
+
+
+def read_interactions_csv(path: Path, delimiter: str = ",") -> Interactions:
+    """Read user,item[,timestamp] rows; errors name the line and the problem."""
+    users: list[str] = []
+    items: list[str] = []
+    times: list[float] = []
+    rows: list[int] = []
+    with _open_text(path) as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise DataError("file is empty; expected a header 'user,item'", path, 1)
+            header = [h.strip().lstrip("\ufeff") for h in header]
+            for col in ("user", "item"):
+                if col not in header:
+                    raise DataError(f"header has no '{col}' column (found {header})", path, 1)
+            iu, ii = header.index("user"), header.index("item")
+            it = header.index("timestamp") if "timestamp" in header else None
+            width = len(header)
+            for line_no, row in enumerate(reader, start=2):
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) != width:
+                    raise DataError(f"expected {width} fields, found {len(row)}", path, line_no)
+                u, i = row[iu].strip(), row[ii].strip()
+                if not u or not i:
+                    raise DataError("empty user or item id", path, line_no)
+                users.append(u)
+                items.append(i)
+                rows.append(line_no)
+                if it is not None:
+                    try:
+                        t = float(row[it])
+                    except ValueError:
+                        raise DataError(f"timestamp {row[it]!r} is not a number", path, line_no) from None
+                    if not np.isfinite(t):
+                        raise DataError(f"timestamp {row[it]!r} is not finite", path, line_no)
+                    times.append(t)
+        except UnicodeDecodeError:
+            raise DataError("file is not valid UTF-8 text", path) from None
+        except csv.Error as exc:
+            raise DataError(f"malformed CSV: {exc}", path, reader.line_num) from None
+    ts = np.asarray(times, dtype=np.float64) if times else None
+    return Interactions(users, items, ts, rows, path)
+
+
+def read_item_list(path: Path) -> list[str]:
+    """Read the 'item' column of items.csv (row order defines the item index)."""
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise DataError("file is empty; expected a header with an 'item' column", path, 1)
+            header = [h.strip().lstrip("\ufeff") for h in header]
+            if "item" not in header:
+                raise DataError(f"header has no 'item' column (found {header})", path, 1)
+            col = header.index("item")
+            for line_no, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) <= col or not row[col].strip():
+                    raise DataError("missing item id", path, line_no)
+                item = row[col].strip()
+                if item in seen:
+                    raise DataError(f"item {item!r} listed twice (first on line {seen[item]})", path, line_no)
+                seen[item] = line_no
+                ids.append(item)
+        except UnicodeDecodeError:
+            raise DataError("file is not valid UTF-8 text", path) from None
+        except csv.Error as exc:
+            raise DataError(f"malformed CSV: {exc}", path, reader.line_num) from None
+    if not ids:
+        raise DataError("no items listed", path)
+    return ids
+
+
+def load_feature_file(path: Path, n_items: int) -> np.ndarray:
+    """Load a [n_items, d] float matrix from .npy; checks shape, dtype and finiteness (naming the bad row)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"not a readable .npy array ({exc})", path) from None
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2:
+        raise DataError(f"feature array must be 2-D [items, dim], got shape {arr.shape}", path)
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise DataError(f"feature array has non-numeric dtype {arr.dtype}", path)
+    if arr.shape[0] != n_items:
+        raise DataError(f"has {arr.shape[0]} rows but the dataset has {n_items} items (one row per item)", path)
+    arr = arr.astype(np.float32)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"row {row} (item index {row}) contains NaN or infinite values", path)
+    return arr
+
+
+# ---- index building -------------------------------------------------------------------------------------------
+
+
+def _sorted_ids(ids: list[str] | set[str]) -> list[str]:
+    """Numeric ids in numeric order, otherwise lexicographic (so indices are stable across runs)."""
+    unique = set(ids)
+    try:
+        return sorted(unique, key=lambda s: (float(s), s))
+    except ValueError:
+        return sorted(unique)
+
+
+def _to_index(inter: Interactions, user_index: dict[str, int], item_index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    u = np.empty(len(inter.users), dtype=np.int64)
+    i = np.empty(len(inter.items), dtype=np.int64)
+    for k, (raw_u, raw_i) in enumerate(zip(inter.users, inter.items, strict=True)):
+        if raw_i not in item_index:
+            raise DataError(f"item {raw_i!r} is not listed in items.csv", inter.path, inter.rows[k])
+        if raw_u not in user_index:
+            raise DataError(f"user {raw_u!r} does not occur in the interactions", inter.path, inter.rows[k])
+        u[k] = user_index[raw_u]
+        i[k] = item_index[raw_i]
+    return u, i
+
+
+def _dedupe(u: np.ndarray, i: np.ndarray, n_items: int, path: Path, t: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+    keys = u * n_items + i
+    _, first = np.unique(keys, return_index=True)
+    if len(first) < len(keys):
+        log.warning("%s: dropped %d duplicate (user, item) rows", path, len(keys) - len(first))
+        first = np.sort(first)
+        return u[first], i[first], (t[first] if t is not None else None)
+    return u, i, t
+
+
+def _load_features(folder: Path, n_items: int, suffix: str = ".npy", strip: str = "") -> dict[str, np.ndarray]:
+    feats = {}
+    for path in sorted(folder.glob(f"*{suffix}")):
+        name = path.name[: -len(suffix)]
+        if strip and name.endswith(strip):
+            name = name[: -len(strip)]
+        feats[name] = load_feature_file(path, n_items)
+    return feats
+
+
+def _check_splits(name: str, folder: Path, train, val, test) -> None:  # type: ignore[no-untyped-def]
+    if train.nnz == 0:
+        raise DataError("the training split is empty", folder)
+    for split_name, mat in (("validation", val), ("test", test)):
+        if mat.nnz == 0:
+            raise DataError(f"the {split_name} split is empty", folder)
+        overlap = mat.multiply(train)
+        if overlap.nnz:
+            r, c = overlap.nonzero()
+            raise DataError(
+                f"{overlap.nnz} {split_name} pair(s) also in train, e.g. user index {r[0]}, item index {c[0]}",
+                folder,
+            )
+
+
+# ---- formats --------------------------------------------------------------------------------------------------
+
+
+def _load_canonical(folder: Path, split: SplitOptions) -> Dataset:
+    split_dir = folder / "split"
+    has_split = (split_dir / "train.csv").exists()
+    parts: dict[str, Interactions] = {}
+    if has_split:
+        for part in ("train", "val", "test"):
+            path = split_dir / f"{part}.csv"
+            if not path.exists():
+                raise DataError(f"split/train.csv exists but split/{part}.csv is missing", folder)
+            parts[part] = read_interactions_csv(path)
+    else:
+        path = folder / "interactions.csv"
+        if not path.exists():
+            raise DataError("missing interactions.csv", folder)
+        parts["all"] = read_interactions_csv(path)
+    items_path = folder / "items.csv"
+    if items_path.exists():
+        item_ids = read_item_list(items_path)
+    else:
+        if any(folder.glob("*.npy")):
+            raise DataError("feature files need items.csv to say which item each row belongs to", folder)
+        item_ids = _sorted_ids({i for p in parts.values() for i in p.items})
+    user_ids = _sorted_ids({u for p in parts.values() for u in p.users})
+    if not user_ids:
+        raise DataError("no interactions found", folder)
+    user_index = {u: k for k, u in enumerate(user_ids)}
+    item_index = {i: k for k, i in enumerate(item_ids)}
+    n_u, n_i = len(user_ids), len(item_ids)
+    if has_split:
+        mats = []
+        for part in ("train", "val", "test"):
+            u, i = _to_index(parts[part], user_index, item_index)
+            u, i, _ = _dedupe(u, i, n_i, parts[part].path)
+            mats.append(pairs_to_csr(u, i, n_u, n_i))
+        train, val, test = mats
+    else:
+        inter = parts["all"]
+        u, i = _to_index(inter, user_index, item_index)
+        u, i, t = _dedupe(u, i, n_i, inter.path, inter.timestamps)
+        train, val, test = split_interactions(u, i, n_u, n_i, split.method, split.ratios, split.seed, t)
+    _check_splits(folder.name, folder, train, val, test)
+    features = _load_features(folder, n_i)
+    return Dataset(folder.name, np.array(user_ids), np.array(item_ids), train, val, test, features)
+
+
+def _read_json_split(path: Path) -> dict[str, list[int]]:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"malformed JSON: {exc.msg}", path, exc.lineno) from None
+    except UnicodeDecodeError:
+        raise DataError("file is not valid UTF-8 text", path) from None
+    if not isinstance(data, dict):
+        raise DataError("expected a JSON object mapping user -> list of item indices", path)
+    for user, items in data.items():
+        if not isinstance(items, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise DataError(f"user {user!r}: expected a list of integer item indices", path)
+        if any(v < 0 for v in items):
+            raise DataError(f"user {user!r}: negative item index", path)
+    return data
+
+
+def _load_mmssl(folder: Path) -> Dataset:
+    splits = {}
+    for part in ("train", "val", "test"):
+        path = folder / f"{part}.json"
+        if not path.exists():
+            raise DataError(f"missing {part}.json", folder)
+        splits[part] = _read_json_split(path)
+    user_ids = _sorted_ids({u for s in splits.values() for u in s})
+    max_item = max((max(v) for s in splits.values() for v in s.values() if v), default=-1)
+    feat_files = sorted(folder.glob("*_feat.npy"))
+    n_items = max_item + 1
+    if feat_files:
+        n_items = np.load(feat_files[0], mmap_mode="r").shape[0]
+        if max_item >= n_items:
+            raise DataError(f"item index {max_item} is out of range for {n_items} feature rows", feat_files[0])
+    user_index = {u: k for k, u in enumerate(user_ids)}
+    mats = []
+    for part in ("train", "val", "test"):
+        pairs = [(user_index[u], i) for u, items in splits[part].items() for i in items]
+        arr = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        u, i, _ = _dedupe(arr[:, 0], arr[:, 1], n_items, folder / f"{part}.json")
+        mats.append(pairs_to_csr(u, i, len(user_ids), n_items))
+    _check_splits(folder.name, folder, *mats)
+    features = _load_features(folder, n_items, "_feat.npy")
+    item_ids = np.array([str(i) for i in range(n_items)])
+    return Dataset(folder.name, np.array(user_ids), item_ids, *mats, features=features)
+
+
+def _load_mmrec(folder: Path) -> Dataset:
+    inter_files = sorted(folder.glob("*.inter"))
+    if len(inter_files) != 1:
+        raise DataError(f"expected exactly one *.inter file, found {len(inter_files)}", folder)
+    path = inter_files[0]
+    users, items, labels, rows = [], [], [], []
+    with _open_text(path) as fh:
+        reader = csv.reader(fh, delimiter="\t")
+        try:
+            header = [h.strip().split(":")[0] for h in next(reader, [])]
+            for col in ("userID", "itemID", "x_label"):
+                if col not in header:
+                    raise DataError(f"header has no '{col}' column (found {header})", path, 1)
+            iu, ii, il = header.index("userID"), header.index("itemID"), header.index("x_label")
+            for line_no, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"expected {len(header)} tab-separated fields, found {len(row)}", path, line_no)
+                try:
+                    item, label = int(row[ii]), int(row[il])
+                except ValueError:
+                    raise DataError("itemID and x_label must be integers", path, line_no) from None
+                if label not in (0, 1, 2):
+                    raise DataError(f"x_label must be 0, 1 or 2, not {label}", path, line_no)
+                if item < 0:
+                    raise DataError(f"negative itemID {item}", path, line_no)
+                users.append(row[iu].strip())
+                items.append(item)
+                labels.append(label)
+                rows.append(line_no)
+        except UnicodeDecodeError:
+            raise DataError("file is not valid UTF-8 text", path) from None
+        except csv.Error as exc:
+            raise DataError(f"malformed TSV: {exc}", path, reader.line_num) from None
+    if not users:
+        raise DataError("no interactions found", path)
+    user_ids = _sorted_ids(set(users))
+    user_index = {u: k for k, u in enumerate(user_ids)}
+    n_items = max(items) + 1
+    feat_files = sorted(folder.glob("*_feat.npy"))
+    if feat_files:
+        n_feat = np.load(feat_files[0], mmap_mode="r").shape[0]
+        if n_items > n_feat:
+            raise DataError(f"itemID {n_items - 1} is out of range for {n_feat} feature rows", feat_files[0])
+        n_items = n_feat
+    u_arr = np.array([user_index[u] for u in users], dtype=np.int64)
+    i_arr = np.asarray(items, dtype=np.int64)
+    lab = np.asarray(labels)
+    mats = []
+    for label in (0, 1, 2):
+        m = lab == label
+        u, i, _ = _dedupe(u_arr[m], i_arr[m], n_items, path)
+        mats.append(pairs_to_csr(u, i, len(user_ids), n_items))
+    _check_splits(folder.name, folder, *mats)
+    features = _load_features(folder, n_items, "_feat.npy")
+    item_ids = np.array([str(i) for i in range(n_items)])
+    return Dataset(folder.name, np.array(user_ids), item_ids, *mats, features=features)
+
+
+# ---- writer ---------------------------------------------------------------------------------------------------
+
+
+def _write_pairs(path: Path, data: Dataset, mats: list) -> None:  # type: ignore[type-arg]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["user", "item"])
+        for mat in mats:
+            coo = mat.tocoo()
+            order = np.lexsort((coo.col, coo.row))
+            for r, c in zip(coo.row[order], coo.col[order], strict=True):
+                writer.writerow([data.user_ids[r], data.item_ids[c]])
+
+
+def save_dataset(data: Dataset, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write ``data`` in the canonical format, atomically: a temporary folder renamed into place."""
+    target = Path(out)
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise DataError("output folder exists and is not empty (use --overwrite)", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        (tmp / "split").mkdir()
+        _write_pairs(tmp / "interactions.csv", data, [data.train, data.val, data.test])
+        for part, mat in (("train", data.train), ("val", data.val), ("test", data.test)):
+            _write_pairs(tmp / "split" / f"{part}.csv", data, [mat])
+        with (tmp / "items.csv").open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["item"])
+            writer.writerows([i] for i in data.item_ids)
+        for name, feats in data.features.items():
+            np.save(tmp / f"{name}.npy", feats.astype(np.float32), allow_pickle=False)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,151 @@
+"""The one home of graph construction: normalised user-item adjacency, propagation, chunked kNN item graphs.
+
+Everything here is sparse: no function builds a dense [U, I], [U+I, U+I] or [I, I] matrix. kNN graphs are built
+in row chunks whose similarity block is [chunk, I].
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+def scipy_to_torch(mat: sp.spmatrix, layout: str = "csr") -> torch.Tensor:
+    """Convert a scipy sparse matrix to a float32 torch sparse tensor (``layout`` = "csr" or "coo")."""
+    coo = sp.coo_matrix(mat, dtype=np.float32)
+    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    values = torch.from_numpy(coo.data.astype(np.float32))
+    tensor = torch.sparse_coo_tensor(indices, values, coo.shape, check_invariants=False).coalesce()
+    return to_csr(tensor) if layout == "csr" else tensor
+
+
+def to_csr(tensor: torch.Tensor) -> torch.Tensor:
+    """COO -> CSR without torch's 'beta' warning (CSR matmul is the fast path on CPU)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return tensor.to_sparse_csr()
+
+
+def bipartite_adjacency(train: sp.spmatrix) -> sp.csr_matrix:
+    """Symmetric [(U+I), (U+I)] adjacency [[0, R], [R^T, 0]] of the user-item graph R ([U, I])."""
+    r = sp.csr_matrix(train, dtype=np.float32)
+    return sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
+
+
+def sym_normalize(adj: sp.spmatrix, add_self_loops: bool = False) -> sp.csr_matrix:
+    """D^{-1/2} A D^{-1/2}; rows with zero degree stay zero (no division by zero)."""
+    a = sp.csr_matrix(adj, dtype=np.float32)
+    if add_self_loops:
+        a = a + sp.eye(a.shape[0], dtype=np.float32, format="csr")
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    with np.errstate(divide="ignore"):
+        inv_sqrt = np.where(deg > 0, deg**-0.5, 0.0).astype(np.float32)
+    d = sp.diags(inv_sqrt)
+    return sp.csr_matrix(d @ a @ d, dtype=np.float32)
+
+
+def normalized_adjacency(train: sp.spmatrix, add_self_loops: bool = False) -> torch.Tensor:
+    """The LightGCN propagation matrix Â = D^{-1/2} A D^{-1/2} of the bipartite graph, as torch sparse CSR."""
+    return scipy_to_torch(sym_normalize(bipartite_adjacency(train), add_self_loops))
+
+
+def normalized_interactions(train: sp.spmatrix) -> tuple[torch.Tensor, torch.Tensor]:
+    """The user-item block of Â and its transpose: R̂ = D_u^{-1/2} R D_i^{-1/2} ([U, I]) and R̂^T ([I, U])."""
+    r = sp.csr_matrix(train, dtype=np.float32)
+    du = np.asarray(r.sum(axis=1)).ravel()
+    di = np.asarray(r.sum(axis=0)).ravel()
+    with np.errstate(divide="ignore"):
+        su = np.where(du > 0, du**-0.5, 0.0).astype(np.float32)
+        si = np.where(di > 0, di**-0.5, 0.0).astype(np.float32)
+    rn = sp.diags(su) @ r @ sp.diags(si)
+    return scipy_to_torch(rn), scipy_to_torch(sp.csr_matrix(rn.T))
+
+
+def mean_interactions(train: sp.spmatrix, by: str = "sqrt") -> torch.Tensor:
+    """Row-normalised [U, I] interaction matrix: by="sqrt" divides by sqrt(deg) (MMSSL Eq. 2), "mean" by deg."""
+    r = sp.csr_matrix(train, dtype=np.float32)
+    deg = np.asarray(r.sum(axis=1)).ravel()
+    power = 0.5 if by == "sqrt" else 1.0
+    with np.errstate(divide="ignore"):
+        scale = np.where(deg > 0, deg**-power, 0.0).astype(np.float32)
+    return scipy_to_torch(sp.diags(scale) @ r)
+
+
+def propagate(adj: torch.Tensor, x: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
+    """Layer outputs [x, Âx, Â²x, ...] (n_layers + 1 tensors of shape [N, d])."""
+    layers = [x]
+    for _ in range(n_layers):
+        layers.append(torch.sparse.mm(adj, layers[-1]))
+    return layers
+
+
+def lightgcn_readout(adj: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """LightGCN's layer-mean readout (He et al. 2020, Eq. 4 with α_k = 1/(K+1)) of shape [N, d]."""
+    return torch.stack(propagate(adj, x, n_layers), dim=0).mean(dim=0)
+
+
+def spmm_edges(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """out[r] = Σ_e values[e] · x[cols[e]] over edges with rows[e] = r; differentiable in values and x.
+
+    Shapes: rows, cols, values [E]; x [N, d]; result [n_rows, d].
+    """
+    out = torch.zeros(n_rows, x.shape[1], dtype=x.dtype, device=x.device)
+    return out.index_add(0, rows, values.unsqueeze(1) * x.index_select(0, cols))
+
+
+def knn_edges(
+    emb: torch.Tensor, k: int, chunk_size: int = 1024, drop_negative: bool = True, exclude_self: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k cosine neighbours of every row, computed in [chunk, N] blocks (LATTICE/MICRO Eqs. 1-2).
+
+    Args:
+        emb: [N, d] row features; gradients flow to the kept similarity values.
+        k: neighbours kept per row (clipped to N).
+        chunk_size: rows per similarity block.
+        drop_negative: zero out negative similarities (MICRO Eq. 1 keeps only non-negative ones).
+        exclude_self: do not count a row as its own neighbour.
+
+    Returns:
+        rows [N*k], cols [N*k], values [N*k] (negative entries removed when drop_negative).
+    """
+    n = emb.shape[0]
+    k = min(k, n - 1 if exclude_self else n)
+    unit = torch.nn.functional.normalize(emb, dim=1)
+    all_cols, all_vals = [], []
+    for start in range(0, n, chunk_size):
+        block = unit[start : start + chunk_size] @ unit.T
+        if exclude_self:
+            idx = torch.arange(start, start + block.shape[0], device=emb.device)
+            block = block.index_put((idx - start, idx), torch.tensor(-2.0, device=emb.device))
+        vals, cols = torch.topk(block, k, dim=1)
+        all_cols.append(cols)
+        all_vals.append(vals)
+    cols = torch.cat(all_cols).reshape(-1)
+    vals = torch.cat(all_vals).reshape(-1)
+    rows = torch.arange(n, device=emb.device).repeat_interleave(k)
+    if drop_negative:
+        keep = vals > 0
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    return rows, cols, vals
+
+
+def normalize_edges(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int, mode: str = "sym") -> torch.Tensor:
+    """Normalised edge weights: "sym" D^{-1/2} S D^{-1/2} (row-sum degrees), "row" D^{-1} S. Returns [E]."""
+    deg = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
+    if mode == "row":
+        inv = torch.where(deg > 0, 1.0 / deg.clamp_min(1e-12), torch.zeros_like(deg))
+        return values * inv[rows]
+    inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+    return inv_sqrt[rows] * values * inv_sqrt[cols]
+
+
+def knn_graph(emb: torch.Tensor, k: int, chunk_size: int = 1024, mode: str = "sym") -> torch.Tensor:
+    """A normalised, non-differentiable top-k cosine graph [N, N] as torch sparse CSR."""
+    with torch.no_grad():
+        rows, cols, vals = knn_edges(emb, k, chunk_size)
+        vals = normalize_edges(rows, cols, vals, emb.shape[0], mode)
+    n = emb.shape[0]
+    return to_csr(torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce())

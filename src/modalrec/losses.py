@@ -1,0 +1,63 @@
+"""Loss functions shared by the models: BPR, L2 regularisation, chunked InfoNCE, WGAN-GP gradient penalty."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """Bayesian personalised ranking: mean of -log σ(s_ui - s_uj) over the batch. Inputs [B]."""
+    return F.softplus(neg_scores - pos_scores).mean()
+
+
+def l2_reg(*tensors: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """½ Σ ||t||² over the given tensors, divided by ``batch_size`` when given (LightGCN convention)."""
+    total = sum(t.pow(2).sum() for t in tensors) * 0.5
+    if batch_size:
+        total = total / batch_size
+    return torch.as_tensor(total)
+
+
+def info_nce(
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    temperature: float,
+    chunk_size: int = 4096,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """InfoNCE with in-batch negatives: row i of ``anchors`` is positive with row i of ``candidates``.
+
+    loss = mean_i [ -s_ii/τ + log Σ_j exp(s_ij/τ) ], s = cosine (normalize=True) or dot product.
+    Computed in row chunks of [chunk, N] so memory stays O(chunk·N); the result equals the unchunked one.
+
+    Args:
+        anchors: [N, d]; candidates: [N, d] (or [M, d] with M >= N, extra rows act as negatives only).
+    """
+    if normalize:
+        anchors = F.normalize(anchors, dim=1)
+        candidates = F.normalize(candidates, dim=1)
+    n = anchors.shape[0]
+    total = anchors.new_zeros(())
+    for start in range(0, n, chunk_size):
+        a = anchors[start : start + chunk_size]
+        logits = a @ candidates.T / temperature
+        pos = (a * candidates[start : start + a.shape[0]]).sum(dim=1) / temperature
+        total = total + (torch.logsumexp(logits, dim=1) - pos).sum()
+    return total / n
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
+    """WGAN-GP penalty E[(||∇_x̂ D(x̂)||₂ - 1)²] on random interpolates x̂ (Gulrajani et al. 2017).
+
+    Shapes: real, fake [B, n]; the interpolation weight is drawn per row.
+    """
+    alpha = torch.rand(real.shape[0], 1, device=real.device, dtype=real.dtype)
+    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    out = critic(mixed)
+    (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)
+    return ((grad.norm(2, dim=1) - 1) ** 2).mean()

@@ -1,0 +1,116 @@
+"""The model contract every recommender implements (see DESIGN.md).
+
+A model owns its graphs and feature tensors as buffers, so ``.to(device)`` moves everything; it never reads files.
+The trainer only calls ``forward``, ``loss``, ``score`` and the optional hooks below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from modalrec.data.dataset import Dataset
+from modalrec.data.sampling import Batch
+
+
+class Embeddings(NamedTuple):
+    """Final representations from one full propagation: users [U, d], items [I, d], plus model extras."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+    extras: dict[str, Any] | None = None
+
+
+@dataclass
+class TrainSettings:
+    """What a model may read from the training configuration when building its optimisers."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+
+
+class Model(nn.Module):
+    """Base class of every recommender.
+
+    Class attributes:
+        name: registry key.
+        Config: dataclass of hyper-parameters (paper defaults), each field documented.
+        modalities: ``()`` for ID-only models, ``"any"`` for models using any non-empty set of modalities,
+            ``"optional"`` for models that use modalities when present.
+        trainable: False for models with nothing to learn (e.g. ItemKNN).
+    """
+
+    name: ClassVar[str] = "base"
+    modalities: ClassVar[tuple[str, ...] | str] = ()
+    trainable: ClassVar[bool] = True
+    variants: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @dataclass
+    class Config:
+        embed_dim: int = 64
+
+    def __init__(self, data: Dataset, cfg: Any) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_users = data.n_users
+        self.n_items = data.n_items
+        if self.modalities == "any" and not data.features:
+            from modalrec.errors import ConfigError
+
+            raise ConfigError(f"model '{self.name}' needs at least one item modality; the dataset has none")
+
+    # ---- the contract -------------------------------------------------------------------------------------
+    def forward(self) -> Embeddings:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score(self, emb: Embeddings, users: torch.Tensor) -> torch.Tensor:
+        """Scores of the given users against every item: [B, I]."""
+        return emb.users[users] @ emb.items.T
+
+    # ---- optional hooks -----------------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before each training epoch (e.g. to rebuild graphs)."""
+
+    def configure_optimizers(self, train: TrainSettings) -> list[torch.optim.Optimizer]:
+        """Default: one Adam (or AdamW) over all parameters."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return []
+        opt_cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+        return [opt_cls(params, lr=train.lr, weight_decay=train.weight_decay)]
+
+    def train_step(
+        self, batch: Batch, optimizers: list[torch.optim.Optimizer], grad_clip: float | None = None
+    ) -> dict[str, float]:
+        """One optimisation step: forward, named losses, backward, step. Returns each term as a float."""
+        emb = self.forward()
+        terms = self.loss(batch, emb)
+        total = torch.stack(list(terms.values())).sum()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(self.parameters(), grad_clip)
+        for opt in optimizers:
+            opt.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def item_embeddings_from_features(self, features: dict[str, np.ndarray]) -> torch.Tensor:
+        """Embed unseen items from their content alone ([n_new, d]); models that cannot raise."""
+        raise NotImplementedError(f"model '{self.name}' cannot embed items from content features")
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")

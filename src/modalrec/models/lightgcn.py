@@ -1,0 +1,51 @@
+"""LightGCN (He et al., SIGIR 2020): linear propagation over the normalised user-item graph.
+
+Eq. 3: e^{(k+1)} = Â e^{(k)} with Â = D^{-1/2} A D^{-1/2}; Eq. 4: final embedding = mean over layers 0..K.
+The L2 penalty applies to the layer-0 embeddings of the batch, as in the paper's Eq. 5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from modalrec.data.dataset import Dataset
+from modalrec.data.sampling import Batch
+from modalrec.graph import lightgcn_readout, normalized_adjacency
+from modalrec.losses import bpr_loss, l2_reg
+from modalrec.models.base import Embeddings, Model
+
+
+class LightGCN(Model):
+    """ID embeddings smoothed over the interaction graph with a layer-mean readout."""
+
+    name = "lightgcn"
+    modalities = ()
+
+    @dataclass
+    class Config:
+        embed_dim: int = 64  # latent dimensionality d
+        n_layers: int = 3  # propagation depth K
+        reg_weight: float = 1e-4  # λ of the L2 penalty on layer-0 batch embeddings
+
+    def __init__(self, data: Dataset, cfg: Config) -> None:
+        super().__init__(data, cfg)
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, cfg.embed_dim)))
+        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, cfg.embed_dim)))
+        self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
+
+    def forward(self) -> Embeddings:
+        ego = torch.cat([self.user_emb, self.item_emb], dim=0)
+        out = lightgcn_readout(self.adj, ego, self.cfg.n_layers)
+        users, items = torch.split(out, [self.n_users, self.n_items])
+        return Embeddings(users, items)
+
+    def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
+        u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
+        ego = (self.user_emb[batch.users], self.item_emb[batch.pos], self.item_emb[batch.neg])
+        return {
+            "bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)),
+            "reg": self.cfg.reg_weight * l2_reg(*ego, batch_size=len(batch.users)),
+        }

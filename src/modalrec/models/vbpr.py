@@ -1,0 +1,70 @@
+"""VBPR (He & McAuley, AAAI 2016) generalised to any number of modalities.
+
+Score (paper Eq. 2, without the global/user/item biases that do not change a user's ranking except β_i):
+    x̂_ui = γ_u·γ_i + θ_u·(E f_i) + β'·f_i
+where f_i is the concatenation of item i's modality features and E a learned projection. As in the MMSSL/MICRO
+re-implementations, both parts are packed into one vector: user = [γ_u, θ_u], item = [γ_i, E f_i].
+The visual bias term β'·f_i is kept as an option (``feature_bias``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from modalrec.data.dataset import Dataset
+from modalrec.data.sampling import Batch
+from modalrec.losses import bpr_loss, l2_reg
+from modalrec.models.base import Embeddings, Model
+
+
+class VBPR(Model):
+    """MF whose item factors are extended by a linear projection of the item's content features."""
+
+    name = "vbpr"
+    modalities = "any"
+
+    @dataclass
+    class Config:
+        embed_dim: int = 64  # total dimensionality d: d/2 ID factors γ plus d/2 content factors θ
+        reg_weight: float = 1e-4  # λ of the L2 penalty on the batch's ID factors
+        feature_bias: bool = True  # include the content bias β'·f_i of paper Eq. 2
+
+    def __init__(self, data: Dataset, cfg: Config) -> None:
+        super().__init__(data, cfg)
+        half = cfg.embed_dim // 2
+        feats = np.concatenate([data.features[m] for m in data.modalities], axis=1)
+        self.register_buffer("features", torch.from_numpy(feats.astype(np.float32)), persistent=False)
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, 2 * half)))
+        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, half)))
+        self.proj = nn.Linear(feats.shape[1], half, bias=False)
+        nn.init.xavier_uniform_(self.proj.weight)
+        self.bias = nn.Linear(feats.shape[1], 1, bias=False) if cfg.feature_bias else None
+        if self.bias is not None:
+            nn.init.zeros_(self.bias.weight)
+
+    def _items(self, id_part: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        return torch.cat([id_part, self.proj(feats)], dim=1)
+
+    def forward(self) -> Embeddings:
+        items = self._items(self.item_emb, self.features)
+        extras = {"item_bias": self.bias(self.features).squeeze(1)} if self.bias is not None else None
+        return Embeddings(self.user_emb, items, extras)
+
+    def score(self, emb: Embeddings, users: torch.Tensor) -> torch.Tensor:
+        scores = emb.users[users] @ emb.items.T
+        if emb.extras:
+            scores = scores + emb.extras["item_bias"].unsqueeze(0)
+        return scores
+
+    def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
+        u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
+        pos, neg = (u * p).sum(1), (u * n).sum(1)
+        if emb.extras:
+            pos = pos + emb.extras["item_bias"][batch.pos]
+            neg = neg + emb.extras["item_bias"][batch.neg]
+        reg = l2_reg(u, self.item_emb[batch.pos], self.item_emb[batch.neg], batch_size=len(batch.users))
+        return {"bpr": bpr_loss(pos, neg), "reg": self.cfg.reg_weight * reg}
