@@ -5,12 +5,14 @@ from __future__ import annotations
 from modalrec.models.base import Embeddings, Model
 from modalrec.models.lightgcn import LightGCN
 from modalrec.models.mf import MF
+from modalrec.models.slmrec import SLMRec
 from modalrec.models.vbpr import VBPR
 
 MODELS: dict[str, type[Model]] = {
     "mf": MF,
     "lightgcn": LightGCN,
     "vbpr": VBPR,
+    "slmrec": SLMRec,
 }
 
 __all__ = ["MODELS", "Embeddings", "Model"]
