@@ -1,0 +1,74 @@
+"""Safe checkpoint files: plain dicts of tensors, numbers, strings and lists, loaded with ``weights_only=True``.
+
+Writes go to a temporary file in the same folder and are renamed into place, so a kill at any moment leaves the
+previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from modalrec.errors import ModalrecError
+
+
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Call ``write(file_handle)`` on a temp file next to ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text atomically (temp file + rename)."""
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically save a checkpoint dict."""
+    atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely (no arbitrary code: ``weights_only=True``)."""
+    if not path.exists():
+        raise ModalrecError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModalrecError(f"{path}: not a readable modalrec checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise ModalrecError(f"{path}: not a modalrec checkpoint (no state_dict)")
+    return payload
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Load a state dict, turning key/shape mismatches into a clear error."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ModalrecError(
+            f"{source}: checkpoint does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            "was it trained with another model or configuration?"
+        )
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise ModalrecError(
+                f"{source}: parameter {key} has shape {tuple(value.shape)} in the checkpoint but "
+                f"{tuple(own[key].shape)} here; was it trained on other data (users/items) or another embed_dim?"
+            )
+    model.load_state_dict(state)

@@ -1,0 +1,267 @@
+"""The ``modalrec`` command line. ``main(argv)`` is the only place that reads arguments.
+
+User mistakes (bad files, bad configuration, unknown ids) print one ``error: ...`` line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from modalrec.errors import ModalrecError
+
+log = logging.getLogger("modalrec")
+
+
+def _add_run_options(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    p.add_argument("--model", required=model_required, help="model name (see `modalrec models`)")
+    p.add_argument("--data", default=None, help="dataset folder, or 'synthetic' (default) for the planted data")
+    p.add_argument("--config", default=None, help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.epochs=50 or model.n_layers=2 (repeatable)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="where to train (default auto)")
+    p.add_argument("--seed", type=int, default=None, help="seed for splits, sampling and initialisation")
+    p.add_argument("--protocol", default=None, choices=["standard", "paper"], help="evaluation protocol preset")
+    p.add_argument("--split", default=None, choices=["ratio", "loo", "temporal", "cold-start"],
+                   help="how to split a dataset that ships no split (default ratio 8:1:1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modalrec", description="Multi-modal recommendation: train, evaluate and serve recommenders."
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print results and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model with validation early stopping, then test once")
+    _add_run_options(p)
+    p.add_argument("--out", default=None, help="run folder (default runs/<model>_<data>_seed<N>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+    p = sub.add_parser("evaluate", help="re-evaluate a saved run")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--data", default=None, help="dataset folder if it moved since training")
+    p.add_argument("--protocol", default=None, choices=["standard", "paper"])
+    p.add_argument("--split", default="test", choices=["val", "test"], help="which split to evaluate")
+
+    p = sub.add_parser("recommend", help="top-K items for a user, in raw ids")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--user", required=True, action="append", help="raw user id (repeatable)")
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--data", default=None, help="dataset folder if it moved since training")
+    p.add_argument("--include-seen", action="store_true", help="do not exclude the user's training items")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    sub.add_parser("models", help="list every model, its modalities and default hyper-parameters")
+
+    p = sub.add_parser("demo", help="compare models on the embedded synthetic data (a minute or two)")
+    p.add_argument("--models", default=None, help="comma-separated models (default: a representative set)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--out", default="runs/demo")
+
+    data = sub.add_parser("data", help="inspect, check, convert, split or generate datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    for name, text in (("stats", "print counts, density and modalities"), ("validate", "check a dataset folder")):
+        q = dsub.add_parser(name, help=text)
+        q.add_argument("path")
+        q.add_argument("--format", default="auto", choices=["auto", "canonical", "mmssl", "mmrec"])
+        q.add_argument("--json", action="store_true")
+    q = dsub.add_parser("convert", help="write any supported format as the canonical folder format")
+    q.add_argument("path")
+    q.add_argument("--out", required=True)
+    q.add_argument("--format", default="auto", choices=["auto", "canonical", "mmssl", "mmrec"])
+    q.add_argument("--overwrite", action="store_true")
+    q = dsub.add_parser("split", help="split interactions and write a canonical folder with split/")
+    q.add_argument("path")
+    q.add_argument("--out", required=True)
+    q.add_argument("--method", default="ratio", choices=["ratio", "loo", "temporal"])
+    q.add_argument("--ratios", default="0.8,0.1,0.1", help="train,val,test shares")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--overwrite", action="store_true")
+    q = dsub.add_parser("synth", help="generate the planted synthetic dataset")
+    q.add_argument("--out", required=True)
+    q.add_argument("--users", type=int, default=3000)
+    q.add_argument("--items", type=int, default=2000)
+    q.add_argument("--interactions", type=int, default=60000)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+# ---- commands -------------------------------------------------------------------------------------------------
+
+
+def _run_config(args: argparse.Namespace) -> Any:
+    from modalrec.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "split", None):
+        overrides.append(f"data.split={args.split}")
+    return load_config(
+        args.config, overrides, model_name=args.model, data_path=args.data, seed=args.seed,
+        device=args.device, protocol=args.protocol,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from modalrec.train import Trainer, default_run_dir
+
+    cfg = _run_config(args)
+    if args.resume and not args.out:
+        raise ModalrecError("--resume needs --out pointing at the interrupted run folder")
+    trainer = Trainer(cfg, out=None, resume=args.resume)
+    trainer.out = Path(args.out) if args.out else default_run_dir(cfg, trainer.data.name)
+    result = trainer.fit()
+    _print_result(result.metrics, result.run_dir)
+    return 0
+
+
+def _print_result(metrics: dict[str, Any], run_dir: Path | None) -> None:
+    test = metrics["test"]
+    keys = [k for k in test if "@" in k and k.split("@")[1] == "20"] or [k for k in test if "@" in k]
+    print(f"{metrics['model']} on {metrics['dataset']}: best epoch {metrics['best_epoch']}, "
+          f"{metrics['epochs_run']} epochs, {metrics['train_seconds']:.1f}s")
+    print("test  " + "  ".join(f"{k}={test[k]:.4f}" for k in keys))
+    if run_dir is not None:
+        print(f"run folder: {run_dir}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from modalrec.config import config_from_dict
+    from modalrec.evaluate import evaluate
+    from modalrec.recommend import load_run
+
+    model, data, raw = load_run(args.run, args.data)
+    cfg = config_from_dict(raw)
+    if args.protocol:
+        cfg.eval.protocol = args.protocol
+    result = evaluate(model, data, args.split, cfg.eval)
+    print(json.dumps({"split": args.split, "protocol": cfg.eval.describe(), "metrics": result}, indent=2))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from modalrec.recommend import Recommender
+
+    rec = Recommender.from_run(args.run, args.data)
+    lists = rec.recommend(args.user, k=args.k, exclude_seen=not args.include_seen)
+    if args.json:
+        print(json.dumps({u: [{"item": i, "score": s} for i, s in items] for u, items in zip(args.user, lists, strict=True)}))
+    else:
+        for user, items in zip(args.user, lists, strict=True):
+            print(f"user {user}: " + " ".join(i for i, _ in items))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from modalrec.models import MODELS
+
+    for name, cls in MODELS.items():
+        mods = cls.modalities if isinstance(cls.modalities, str) else (", ".join(cls.modalities) or "none (IDs)")
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name:12s} modalities: {mods:12s} {doc}")
+        defaults = {f.name: getattr(cls.Config(), f.name) for f in dataclasses.fields(cls.Config)}
+        print("             defaults: " + ", ".join(f"{k}={v}" for k, v in defaults.items()))
+        if cls.variants:
+            print("             variants: " + ", ".join(cls.variants))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from modalrec.demo import run_demo
+
+    models = args.models.split(",") if args.models else None
+    print(run_demo(models, epochs=args.epochs, out=Path(args.out)))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from modalrec.data import load_dataset, save_dataset
+
+    action = args.data_command
+    if action in ("stats", "validate"):
+        data = load_dataset(args.path, args.format)
+        stats = data.stats()
+        if action == "validate":
+            print(f"ok: {args.path} is a valid dataset ({stats['users']} users, {stats['items']} items, "
+                  f"{stats['interactions']} interactions, modalities {list(data.features) or 'none'})")
+        elif args.json:
+            print(json.dumps(stats, indent=2))
+        else:
+            for k, v in stats.items():
+                print(f"{k:13s} {v}")
+        return 0
+    if action == "convert":
+        out = save_dataset(load_dataset(args.path, args.format), args.out, overwrite=args.overwrite)
+        print(f"wrote {out}")
+        return 0
+    if action == "split":
+        from modalrec.data.io import SplitOptions, read_interactions_csv
+
+        ratios = tuple(float(x) for x in args.ratios.split(","))
+        if len(ratios) != 3:
+            raise ModalrecError(f"--ratios needs three numbers, got {args.ratios!r}")
+        src = Path(args.path)
+        if (src / "split").exists():
+            # Re-split a folder that ships a split: pool its interactions first.
+            from modalrec.data.dataset import Dataset
+
+            pooled = load_dataset(src)
+            union = pooled.train + pooled.val + pooled.test
+            from modalrec.data.split import split_interactions
+
+            coo = union.tocoo()
+            tr, va, te = split_interactions(coo.row, coo.col, pooled.n_users, pooled.n_items, args.method, ratios,
+                                            args.seed)
+            data = Dataset(pooled.name, pooled.user_ids, pooled.item_ids, tr, va, te, pooled.features)
+        else:
+            read_interactions_csv(src / "interactions.csv")  # fail early with a clear message
+            data = load_dataset(src, "canonical", SplitOptions(args.method, ratios, args.seed))  # type: ignore[arg-type]
+        out = save_dataset(data, args.out, overwrite=args.overwrite)
+        print(f"wrote {out} ({data.train.nnz}/{data.val.nnz}/{data.test.nnz} train/val/test)")
+        return 0
+    if action == "synth":
+        from modalrec.data import SyntheticConfig, make_synthetic
+
+        cfg = SyntheticConfig(n_users=args.users, n_items=args.items, n_interactions=args.interactions, seed=args.seed)
+        out = save_dataset(make_synthetic(cfg), args.out, overwrite=args.overwrite)
+        print(f"wrote {out}")
+        return 0
+    raise AssertionError(action)
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "recommend": cmd_recommend,
+    "models": cmd_models,
+    "demo": cmd_demo,
+    "data": cmd_data,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``modalrec`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except ModalrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

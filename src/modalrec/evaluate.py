@@ -1,0 +1,165 @@
+"""All-rank evaluation: every user with held-out items is scored against every item, in user chunks.
+
+Memory is O(chunk x I): the graph is propagated once (``model.forward()``), then each chunk of users gets a
+[chunk, I] score block, its training items (and, under the standard protocol, its validation items at test time)
+masked to -inf, and a top-K. Metrics are averaged over users with at least one item in the evaluated split.
+
+Protocols (presets; individual fields can still be set):
+  * ``standard``: mask train items, and validation items when testing; textbook NDCG.
+  * ``paper``: mask train items only (validation items stay rankable at test), NGCF-style NDCG — what the
+    LATTICE/MICRO/MMSSL code does, so figures are comparable with their tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from modalrec.data.dataset import Dataset
+from modalrec.errors import ConfigError
+from modalrec.metrics import NDCG_VARIANTS, all_metrics
+from modalrec.models.base import Embeddings, Model
+
+PROTOCOLS = ("standard", "paper")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings."""
+
+    ks: list[int] = field(default_factory=lambda: [10, 20, 50])  # cut-offs K
+    protocol: str = "standard"  # preset: "standard" or "paper" (see module docstring)
+    ndcg: str | None = None  # override the preset's NDCG variant: "standard" or "ngcf"
+    mask_val_at_test: bool | None = None  # override the preset's masking of validation items at test time
+    metric: str = "recall@20"  # validation metric used for early stopping and model selection
+    chunk_size: int = 0  # users per score block; 0 = automatic (about 128 MB of scores)
+    group_bins: list[int] = field(default_factory=lambda: [0, 4, 8, 16, 32])  # lower edges of user groups
+
+    def validate(self, n_items: int | None = None) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"eval.protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
+        if self.ndcg is not None and self.ndcg not in NDCG_VARIANTS:
+            raise ConfigError(f"eval.ndcg must be one of {NDCG_VARIANTS}, not {self.ndcg!r}")
+        if not self.ks or any(int(k) < 1 for k in self.ks):
+            raise ConfigError(f"eval.ks must be positive integers, got {self.ks}")
+        if n_items is not None and max(self.ks) > n_items:
+            raise ConfigError(f"eval.ks contains {max(self.ks)} but the catalogue has only {n_items} items")
+        name = self.metric.split("@")
+        if len(name) != 2 or name[0] not in ("recall", "precision", "ndcg", "hit") or int(name[1]) not in self.ks:
+            raise ConfigError(f"eval.metric {self.metric!r} must be recall|precision|ndcg|hit@K with K in {self.ks}")
+
+    @property
+    def ndcg_variant(self) -> str:
+        return self.ndcg or ("ngcf" if self.protocol == "paper" else "standard")
+
+    @property
+    def masks_val_at_test(self) -> bool:
+        if self.mask_val_at_test is not None:
+            return self.mask_val_at_test
+        return self.protocol == "standard"
+
+    def describe(self) -> dict[str, object]:
+        """The protocol as recorded in metrics.json."""
+        return {
+            "name": self.protocol,
+            "ndcg": self.ndcg_variant,
+            "mask_train": True,
+            "mask_val_at_test": self.masks_val_at_test,
+            "ks": list(self.ks),
+            "users": "users with at least one held-out item in the split",
+            "ranking": "all items",
+        }
+
+
+def auto_chunk(n_items: int, budget_floats: int = 1 << 25) -> int:
+    """Users per block so that a [chunk, I] float32 block stays near ``budget_floats`` values."""
+    return int(max(16, min(8192, budget_floats // max(1, n_items))))
+
+
+def _mask_rows(scores: torch.Tensor, mat: sp.csr_matrix, users: np.ndarray) -> None:
+    sub = mat[users]
+    rows = np.repeat(np.arange(len(users)), np.diff(sub.indptr))
+    if len(rows):
+        scores[torch.from_numpy(rows), torch.from_numpy(sub.indices.astype(np.int64))] = -torch.inf
+
+
+@torch.no_grad()
+def evaluate(
+    model: Model,
+    data: Dataset,
+    split: str = "val",
+    cfg: EvalConfig | None = None,
+    emb: Embeddings | None = None,
+    per_user: bool = False,
+) -> dict[str, object]:
+    """All-rank metrics of ``model`` on ``split`` ("val" or "test").
+
+    Returns {"recall@20": float, ..., "users": n} and, with ``per_user``, also "per_user": {metric: np.ndarray}
+    and "user_index": np.ndarray of the evaluated users.
+    """
+    cfg = cfg or EvalConfig()
+    target: sp.csr_matrix = data.val if split == "val" else data.test
+    masks = [data.train]
+    if split == "test" and cfg.masks_val_at_test:
+        masks.append(data.val)
+    was_training = model.training
+    model.eval()
+    try:
+        emb = emb if emb is not None else model()
+        users_all = np.flatnonzero(np.diff(target.indptr) > 0)
+        kmax = max(cfg.ks)
+        chunk = cfg.chunk_size or auto_chunk(data.n_items)
+        sums: dict[str, float] = {}
+        per: dict[str, list[np.ndarray]] = {}
+        device = emb.items.device
+        for start in range(0, len(users_all), chunk):
+            users = users_all[start : start + chunk]
+            scores = model.score(emb, torch.from_numpy(users).to(device)).float().cpu()
+            for mat in masks:
+                _mask_rows(scores, mat, users)
+            top = torch.topk(scores, kmax, dim=1).indices.numpy()
+            tgt = target[users]
+            truth = np.zeros((len(users), data.n_items), dtype=bool)
+            truth[np.repeat(np.arange(len(users)), np.diff(tgt.indptr)), tgt.indices] = True
+            hits = torch.from_numpy(np.take_along_axis(truth, top, axis=1))
+            n_pos = torch.from_numpy(np.diff(tgt.indptr))
+            for name, values in all_metrics(hits, n_pos, list(cfg.ks), cfg.ndcg_variant).items():
+                sums[name] = sums.get(name, 0.0) + float(values.sum())
+                if per_user:
+                    per.setdefault(name, []).append(values.numpy())
+        n = max(1, len(users_all))
+        result: dict[str, object] = {name: total / n for name, total in sums.items()}
+        result["users"] = len(users_all)
+        if per_user:
+            result["per_user"] = {k: np.concatenate(v) for k, v in per.items()}
+            result["user_index"] = users_all
+        return result
+    finally:
+        model.train(was_training)
+
+
+def group_breakdown(
+    result: dict[str, object], data: Dataset, bins: list[int], metrics: tuple[str, ...] = ("recall@20", "ndcg@20")
+) -> list[dict[str, object]]:
+    """Metrics per user group by number of training interactions (MMSSL Table 4).
+
+    ``bins`` are lower edges, e.g. [0, 4, 8] gives groups [0,4), [4,8), [8,∞). Needs ``evaluate(per_user=True)``.
+    """
+    per = result["per_user"]
+    users = result["user_index"]
+    assert isinstance(per, dict) and isinstance(users, np.ndarray)
+    degree = np.diff(data.train.indptr)[users]
+    edges = [*sorted(bins), np.inf]
+    groups = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (degree >= lo) & (degree < hi)
+        label = f"[{lo},{int(hi)})" if np.isfinite(hi) else f"[{lo},inf)"
+        row: dict[str, object] = {"group": label, "users": int(sel.sum())}
+        for m in metrics:
+            if m in per:
+                row[m] = float(per[m][sel].mean()) if sel.any() else float("nan")
+        groups.append(row)
+    return groups

@@ -1,0 +1,124 @@
+"""Top-K recommendations in raw ids from a finished run folder.
+
+The model is rebuilt from the run's config on its dataset (loaded from the recorded path, or the one given),
+its best weights are loaded safely, and the final embeddings are computed once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from modalrec.checkpoint import load_checkpoint, load_state
+from modalrec.config import config_from_dict
+from modalrec.data.dataset import Dataset
+from modalrec.data.source import dataset_from_config
+from modalrec.errors import ModalrecError
+from modalrec.models.base import Embeddings, Model
+from modalrec.train import build_model
+
+
+class UnknownIdError(ModalrecError, KeyError):
+    """A raw user or item id that the run does not know."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown id"
+
+
+def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Model, Dataset, dict[str, Any]]:
+    """Rebuild a run's model (best weights) and dataset. Checks that ids match the checkpoint."""
+    run = Path(run_dir)
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    raw = dict(ckpt["config"])
+    if data_path is not None:
+        raw["data"] = {**raw["data"], "path": str(data_path)}
+    cfg = config_from_dict(raw)
+    data = dataset_from_config(cfg.data, cfg.seed)
+    if data.n_users != ckpt["n_users"] or data.n_items != ckpt["n_items"]:
+        raise ModalrecError(
+            f"{run}: the checkpoint was trained on {ckpt['n_users']} users x {ckpt['n_items']} items but the data "
+            f"at {cfg.data.path} has {data.n_users} x {data.n_items}"
+        )
+    if [str(u) for u in data.user_ids] != list(ckpt["user_ids"]) or [str(i) for i in data.item_ids] != list(
+        ckpt["item_ids"]
+    ):
+        raise ModalrecError(f"{run}: the dataset's ids differ from those the checkpoint was trained on")
+    model = build_model(cfg, data, torch.device("cpu"))
+    load_state(model, ckpt["state_dict"], run / "checkpoint.pt")
+    model.eval()
+    return model, data, cfg.to_dict()
+
+
+class Recommender:
+    """Serve top-K recommendations from a trained model (embeddings computed once)."""
+
+    def __init__(self, model: Model, data: Dataset) -> None:
+        self.model = model.eval()
+        self.data = data
+        with torch.no_grad():
+            self.emb: Embeddings = model()
+        self._item_unit: torch.Tensor | None = None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, data_path: str | None = None) -> Recommender:
+        model, data, _ = load_run(run_dir, data_path)
+        return cls(model, data)
+
+    def _user(self, raw: object) -> int:
+        try:
+            return self.data.user_index(raw)
+        except KeyError:
+            raise UnknownIdError(f"unknown user id {raw!r}") from None
+
+    def _item(self, raw: object) -> int:
+        try:
+            return self.data.item_index(raw)
+        except KeyError:
+            raise UnknownIdError(f"unknown item id {raw!r}") from None
+
+    @torch.no_grad()
+    def recommend(
+        self,
+        raw_user_ids: Iterable[object],
+        k: int = 20,
+        exclude_seen: bool = True,
+        filter_items: Iterable[object] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Top-k (raw item id, score) per user; seen = the user's training interactions."""
+        if k < 1:
+            raise ModalrecError(f"k must be at least 1, got {k}")
+        users = np.array([self._user(u) for u in raw_user_ids], dtype=np.int64)
+        if len(users) == 0:
+            return []
+        scores = self.model.score(self.emb, torch.from_numpy(users)).float().clone()
+        if exclude_seen:
+            sub = self.data.train[users]
+            rows = np.repeat(np.arange(len(users)), np.diff(sub.indptr))
+            scores[torch.from_numpy(rows), torch.from_numpy(sub.indices.astype(np.int64))] = -torch.inf
+        if filter_items is not None:
+            banned = torch.tensor([self._item(i) for i in filter_items], dtype=torch.long)
+            if len(banned):
+                scores[:, banned] = -torch.inf
+        k = min(k, self.data.n_items)
+        vals, idx = torch.topk(scores, k, dim=1)
+        out = []
+        for row_v, row_i in zip(vals.tolist(), idx.tolist(), strict=True):
+            out.append([(str(self.data.item_ids[i]), float(v)) for v, i in zip(row_v, row_i, strict=True) if v > -np.inf])
+        return out
+
+    @torch.no_grad()
+    def similar_items(self, raw_item_id: object, k: int = 20) -> list[tuple[str, float]]:
+        """The k items whose final embeddings have the highest cosine similarity to the given item."""
+        if k < 1:
+            raise ModalrecError(f"k must be at least 1, got {k}")
+        idx = self._item(raw_item_id)
+        if self._item_unit is None:
+            self._item_unit = torch.nn.functional.normalize(self.emb.items.float(), dim=1)
+        sims = self._item_unit @ self._item_unit[idx]
+        sims[idx] = -torch.inf
+        vals, top = torch.topk(sims, min(k, self.data.n_items - 1))
+        return [(str(self.data.item_ids[i]), float(v)) for v, i in zip(vals.tolist(), top.tolist(), strict=True)]
