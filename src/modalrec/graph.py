@@ -243,25 +243,3 @@ def sparse_cosine_knn_edges(
     vals = torch.cat(all_vals) if all_vals else torch.zeros(0)
     keep = vals > 0
     return rows[keep], cols[keep], vals[keep]
-
-
-class _SparseMatmul(torch.autograd.Function):
-    """y = A x with a given A^T for the backward pass (torch transposes a CSR matrix on every backward)."""
-
-    @staticmethod
-    def forward(ctx: Any, adj: torch.Tensor, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        ctx.adj_t = adj_t
-        return torch.sparse.mm(adj, x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
-        return None, None, torch.sparse.mm(ctx.adj_t, grad)
-
-
-def spmm(adj: torch.Tensor, x: torch.Tensor, adj_t: torch.Tensor | None = None) -> torch.Tensor:
-    """A x for a constant sparse A ([N, M]) and dense x ([M, d]), differentiable in x only.
-
-    ``adj_t`` is A^T (omit it when A is symmetric, e.g. a normalised bipartite adjacency): the backward pass
-    then costs one sparse product instead of a CSR transpose plus a product (about 1.5x faster on CPU).
-    """
-    return _SparseMatmul.apply(adj, adj if adj_t is None else adj_t, x)

@@ -61,3 +61,32 @@ def gradient_penalty(
     out = critic(mixed)
     (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)
     return ((grad.norm(2, dim=1) - 1) ** 2).mean()
+
+
+def info_nce_all(
+    view_a: torch.Tensor,
+    view_b: torch.Tensor,
+    index: torch.Tensor,
+    temperature: float,
+    chunk_size: int = 4096,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """InfoNCE of the selected rows of ``view_a`` against *every* row of ``view_b`` (NCL/HCCF/SGL-code style).
+
+    loss = mean_{i in index} [ -s(a_i, b_i)/τ + log Σ_j exp(s(a_i, b_j)/τ) ], j over all N rows of view_b.
+
+    Args:
+        view_a, view_b: [N, d] two views of the same N nodes (row i of both is node i).
+        index: [B] node indices of the anchors.
+    """
+    if normalize:
+        view_a = F.normalize(view_a, dim=1)
+        view_b = F.normalize(view_b, dim=1)
+    total = view_a.new_zeros(())
+    for start in range(0, index.shape[0], chunk_size):
+        idx = index[start : start + chunk_size]
+        a = view_a[idx]
+        logits = a @ view_b.T / temperature
+        pos = (a * view_b[idx]).sum(dim=1) / temperature
+        total = total + (torch.logsumexp(logits, dim=1) - pos).sum()
+    return total / max(index.shape[0], 1)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.hccf import HCCF
 from modalrec.models.lattice import LATTICE
 from modalrec.models.lightgcn import LightGCN
 from modalrec.models.mf import MF
 from modalrec.models.micro import MICRO
+from modalrec.models.ncl import NCL
+from modalrec.models.ngcf import NGCF
+from modalrec.models.sgl import SGL
 from modalrec.models.slmrec import SLMRec
 from modalrec.models.vbpr import VBPR
 
@@ -14,6 +18,10 @@ MODELS: dict[str, type[Model]] = {
     "mf": MF,
     "lightgcn": LightGCN,
     "vbpr": VBPR,
+    "ngcf": NGCF,
+    "sgl": SGL,
+    "ncl": NCL,
+    "hccf": HCCF,
     "micro": MICRO,
     "lattice": LATTICE,
     "slmrec": SLMRec,

@@ -1,0 +1,130 @@
+"""HCCF (Xia et al., "Hypergraph Contrastive Collaborative Filtering", SIGIR 2022).
+
+Two views of every user/item at each layer l = 1..L:
+
+* Local view (Eq. 1): graph propagation over the normalised interaction graph Ā,
+      z^(l) = σ(Ā E^(l-1))
+with edge dropout on Ā during training.
+* Global view, a learnable hypergraph with H hyperedges per side (Eqs. 2-4), parameterised in low rank:
+      Λ^u = E_u^(0) W^u  ([U, H]),  Λ^i = E_i^(0) W^i  ([I, H])    (node-hyperedge dependencies)
+      Γ_u^(l) = σ(Λ^u · σ(Λ^u^T E_u^(l-1)))                        (node -> hyperedge -> node)
+with dropout on the dependency matrix Λ during training.
+
+Layers combine the two views, E^(l) = z^(l) + Γ^(l), and the final embedding sums every layer, E =
+Σ_{l=0..L} E^(l); the score is the inner product. Cross-view contrastive learning (Eq. 8) aligns the local
+and global embedding of the same node at each layer, against every other node of the global view:
+
+    L_s = Σ_l Σ_{u∈B} -log exp(s(z_u^(l), Γ_u^(l))/τ) / Σ_{u'∈U} exp(s(z_u^(l), Γ_{u'}^(l))/τ)  (+ items)
+
+with cosine similarity s; objective L = L_bpr + λ1 L_s + λ2 ||Θ||².
+
+Open details taken from the official PyTorch release: 32-d embeddings, H = 128, two layers, keep rate 0.5
+for both dropouts, τ = 1, λ1 = 1e-3, λ2 = 1e-7 on the squared norm of *all* parameters; the contrastive
+term averages over the batch's users and positive items and sums over layers. σ is a LeakyReLU of slope
+``leaky_slope`` (the paper writes σ; the release's LeakyReLU slope is 0.5); ``leaky_slope = 1.0`` gives
+the purely linear layers of the release's PyTorch port. The paper's extra hyperedge-mixing layers (Eq. 5)
+are not used by that port; we do not implement them. The local view uses the symmetric D^{-1/2} A D^{-1/2}
+of LightGCN, without self-loops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalrec.data.dataset import Dataset
+from modalrec.data.sampling import Batch
+from modalrec.errors import ConfigError
+from modalrec.graph import normalized_adjacency, sparse_dropout, sparse_mm
+from modalrec.losses import bpr_loss, info_nce, info_nce_all
+from modalrec.models.base import Embeddings, Model
+
+
+class HCCF(Model):
+    """Local graph view + learnable low-rank hypergraph view, aligned by cross-view InfoNCE."""
+
+    name = "hccf"
+    modalities = ()
+    adj: torch.Tensor  # normalised bipartite adjacency [(U+I), (U+I)] (sparse CSR buffer)
+
+    @dataclass
+    class Config:
+        embed_dim: int = 32  # latent dimensionality d (official release: 32)
+        n_layers: int = 2  # propagation depth L
+        n_hyperedges: int = 128  # H, hyperedges per side (rank of Λ = E W)
+        keep_rate: float = 0.5  # keep probability of the edge dropout on Ā and the dropout on Λ (training)
+        leaky_slope: float = 0.5  # slope of the LeakyReLU σ; 1.0 = linear layers
+        ssl_temp: float = 1.0  # τ of the cross-view InfoNCE (Eq. 8)
+        ssl_weight: float = 1e-3  # λ1 of the contrastive term
+        reg_weight: float = 1e-7  # λ2 of the squared norm of all parameters
+        negatives: str = "all"  # InfoNCE negatives: "all" nodes of the global view (Eq. 8) or "batch"
+
+    def __init__(self, data: Dataset, cfg: Config) -> None:
+        super().__init__(data, cfg)
+        if not 0.0 < cfg.keep_rate <= 1.0:
+            raise ConfigError(f"hccf: keep_rate must be in (0, 1], not {cfg.keep_rate}")
+        if cfg.negatives not in ("all", "batch"):
+            raise ConfigError(f"hccf: negatives must be 'all' or 'batch', not {cfg.negatives!r}")
+        d, h = cfg.embed_dim, cfg.n_hyperedges
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, d)))
+        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
+        self.user_hyper = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, h)))
+        self.item_hyper = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, h)))
+        self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
+
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
+        slope = self.cfg.leaky_slope
+        return x if slope == 1.0 else F.leaky_relu(x, slope)
+
+    def hyper_layer(self, dep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Hypergraph message passing node -> hyperedge -> node (Eq. 3): dep [N, H], x [N, d] -> [N, d]."""
+        return self._act(dep @ self._act(dep.T @ x))
+
+    def views(self) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Final embeddings [U+I, d] and per-layer local (z) and global (Γ) views, each [U+I, d]."""
+        drop = 1.0 - self.cfg.keep_rate
+        adj = sparse_dropout(self.adj, drop, self.training)
+        dep_u = F.dropout(self.user_emb @ self.user_hyper, drop, self.training)  # Λ^u [U, H]
+        dep_i = F.dropout(self.item_emb @ self.item_hyper, drop, self.training)  # Λ^i [I, H]
+        x = torch.cat([self.user_emb, self.item_emb], dim=0)
+        total = x
+        local, glob = [], []
+        for _ in range(self.cfg.n_layers):
+            # edge dropout makes Ā asymmetric, so only the undropped (symmetric) Ā may use the fast backward
+            z = self._act(sparse_mm(adj, x) if adj is self.adj else torch.sparse.mm(adj, x))
+            xu, xi = torch.split(x, [self.n_users, self.n_items])
+            g = torch.cat([self.hyper_layer(dep_u, xu), self.hyper_layer(dep_i, xi)], dim=0)
+            local.append(z)
+            glob.append(g)
+            x = z + g
+            total = total + x
+        return total, local, glob
+
+    def forward(self) -> Embeddings:
+        total, local, glob = self.views()
+        users, items = torch.split(total, [self.n_users, self.n_items])
+        return Embeddings(users, items, {"local": local, "global": glob})
+
+    def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
+        u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
+        reg = sum(t.pow(2).sum() for t in self.parameters())
+        terms = {
+            "bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)),
+            "reg": self.cfg.reg_weight * torch.as_tensor(reg),
+        }
+        if self.cfg.ssl_weight > 0:
+            assert emb.extras is not None
+            users, items = torch.unique(batch.users), torch.unique(batch.pos)
+            tau, cl = self.cfg.ssl_temp, u.new_zeros(())
+            for z, g in zip(emb.extras["local"], emb.extras["global"], strict=True):
+                zu, zi = torch.split(z, [self.n_users, self.n_items])
+                gu, gi = torch.split(g, [self.n_users, self.n_items])
+                if self.cfg.negatives == "batch":
+                    cl = cl + info_nce(zu[users], gu[users], tau) + info_nce(zi[items], gi[items], tau)
+                else:
+                    cl = cl + info_nce_all(zu, gu, users, tau) + info_nce_all(zi, gi, items, tau)
+            terms["cl"] = self.cfg.ssl_weight * cl
+        return terms

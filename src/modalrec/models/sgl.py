@@ -1,0 +1,167 @@
+"""SGL (Wu et al., "Self-supervised Graph Learning for Recommendation", SIGIR 2021).
+
+A LightGCN encoder (He et al. 2020, Eqs. 3-4 of that paper) trained with BPR plus an InfoNCE term between
+two stochastically augmented views of the user-item graph (SGL Section 3):
+
+* Node dropout, "nd" (Eq. 5): s'(G) = (M' ⊙ V, E) - every user and item node is dropped with probability ρ
+  together with its edges.
+* Edge dropout, "ed" (Eq. 6): s(G) = (V, M ⊙ E) - every interaction is dropped with probability ρ; the
+  same subgraph is used at every layer.
+* Random walk, "rw" (Eq. 7): s(G) = (V, M^(l) ⊙ E) - a different edge-dropout mask per layer l.
+
+Each view's subgraph is re-normalised as D^{-1/2} A D^{-1/2} and regenerated once per epoch
+(``on_epoch_start``), as in Algorithm 1 of the paper and the official code. The contrastive loss (Eq.
+9-10) with cosine similarity s:
+
+    L_ssl^user = Σ_{u∈B} -log exp(s(z'_u, z''_u)/τ) / Σ_{v∈B} exp(s(z'_u, z''_v)/τ)
+
+and likewise for items; the joint objective (Eq. 11) is L = L_bpr + λ1 (L_ssl^user + L_ssl^item) + λ2
+||Θ||².
+
+Details the paper leaves open, taken from the official code: the anchors are the *unique* users and
+positive items of the batch (duplicates would be false negatives); negatives are the other anchors of the
+same batch by default (``negatives="batch"``); ``negatives="all"`` contrasts against every user/item of
+the other view, as the code's alternative loss does. We average (not sum) both BPR and InfoNCE over the
+batch; λ1 keeps its meaning as the ratio of the two terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from modalrec.data.dataset import Dataset
+from modalrec.data.sampling import Batch
+from modalrec.errors import ConfigError
+from modalrec.graph import bipartite_adjacency, normalized_adjacency, scipy_to_torch, sparse_mm, sym_normalize
+from modalrec.losses import bpr_loss, info_nce, info_nce_all, l2_reg
+from modalrec.models.base import Embeddings, Model
+
+AUGMENTATIONS = ("nd", "ed", "rw")
+
+
+def drop_edges(train: sp.csr_matrix, ratio: float, rng: np.random.Generator) -> sp.csr_matrix:
+    """Edge dropout (SGL Eq. 6): keep each interaction of the [U, I] matrix with probability 1 - ratio."""
+    coo = train.tocoo()
+    keep = rng.random(coo.nnz) >= ratio
+    return sp.csr_matrix(
+        (coo.data[keep], (coo.row[keep], coo.col[keep])), shape=train.shape, dtype=np.float32
+    )
+
+
+def drop_nodes(train: sp.csr_matrix, ratio: float, rng: np.random.Generator) -> sp.csr_matrix:
+    """Node dropout (SGL Eq. 5): drop each user and each item with probability ratio, with all their edges."""
+    n_users, n_items = train.shape
+    keep_u = (rng.random(n_users) >= ratio).astype(np.float32)
+    keep_i = (rng.random(n_items) >= ratio).astype(np.float32)
+    out = sp.diags(keep_u) @ sp.csr_matrix(train, dtype=np.float32) @ sp.diags(keep_i)
+    out = sp.csr_matrix(out, dtype=np.float32)
+    out.eliminate_zeros()
+    return out
+
+
+def augmented_adjacency(train: sp.csr_matrix) -> torch.Tensor:
+    """D^{-1/2} A D^{-1/2} of the (perturbed) bipartite graph, as torch sparse CSR [(U+I), (U+I)]."""
+    return scipy_to_torch(sym_normalize(bipartite_adjacency(train)))
+
+
+class SGL(Model):
+    """LightGCN + graph-augmentation contrastive learning (node/edge dropout or random walk)."""
+
+    name = "sgl"
+    modalities = ()
+    adj: torch.Tensor  # normalised bipartite adjacency [(U+I), (U+I)] (sparse CSR buffer)
+
+    @dataclass
+    class Config:
+        embed_dim: int = 64  # latent dimensionality d
+        n_layers: int = 3  # LightGCN propagation depth
+        reg_weight: float = 1e-4  # λ2 of the L2 penalty on layer-0 batch embeddings (Eq. 11)
+        aug: str = "ed"  # augmentation: "nd" node dropout, "ed" edge dropout, "rw" random walk (Section 3.2)
+        ratio: float = 0.1  # ρ, dropout ratio of nodes/edges per view
+        ssl_temp: float = 0.2  # τ of InfoNCE (Eq. 10)
+        ssl_weight: float = 0.1  # λ1 of the self-supervised term (Eq. 11)
+        negatives: str = (
+            "batch"  # InfoNCE negatives: "batch" (paper Eq. 10) or "all" (every node of the view)
+        )
+        seed: int = 0  # seed of the view sampler; epoch e uses the stream (seed, e)
+
+    def __init__(self, data: Dataset, cfg: Config) -> None:
+        super().__init__(data, cfg)
+        if cfg.aug not in AUGMENTATIONS:
+            raise ConfigError(f"sgl: aug must be one of {AUGMENTATIONS}, not {cfg.aug!r}")
+        if cfg.negatives not in ("batch", "all"):
+            raise ConfigError(f"sgl: negatives must be 'batch' or 'all', not {cfg.negatives!r}")
+        if not 0.0 <= cfg.ratio < 1.0:
+            raise ConfigError(f"sgl: ratio must be in [0, 1), not {cfg.ratio}")
+        self.train_matrix = sp.csr_matrix(data.train, dtype=np.float32)
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, cfg.embed_dim)))
+        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, cfg.embed_dim)))
+        self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
+        self.views: list[list[torch.Tensor]] = []
+        self.on_epoch_start(0)
+
+    # ---- augmentation -----------------------------------------------------------------------------------
+    def make_view(self, rng: np.random.Generator) -> list[torch.Tensor]:
+        """One augmented view: n_layers propagation matrices (one object repeated unless aug is "rw")."""
+        cfg = self.cfg
+        if cfg.aug == "nd":
+            adj = augmented_adjacency(drop_nodes(self.train_matrix, cfg.ratio, rng))
+            return [adj] * cfg.n_layers
+        if cfg.aug == "ed":
+            adj = augmented_adjacency(drop_edges(self.train_matrix, cfg.ratio, rng))
+            return [adj] * cfg.n_layers
+        return [
+            augmented_adjacency(drop_edges(self.train_matrix, cfg.ratio, rng)) for _ in range(cfg.n_layers)
+        ]
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Regenerate the two augmented views s1(G), s2(G) (Algorithm 1: once per epoch)."""
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        device = self.user_emb.device
+        self.views = [[a.to(device) for a in self.make_view(rng)] for _ in range(2)]
+
+    # ---- encoder ----------------------------------------------------------------------------------------
+    def encode(self, adjs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """LightGCN layer-mean readout with one propagation matrix per layer: users [U, d], items [I, d]."""
+        x = torch.cat([self.user_emb, self.item_emb], dim=0)
+        acc = x
+        for adj in adjs:
+            x = sparse_mm(adj, x)  # every view's matrix is symmetric
+            acc = acc + x
+        out = acc / (len(adjs) + 1)
+        users, items = torch.split(out, [self.n_users, self.n_items])
+        return users, items
+
+    def forward(self) -> Embeddings:
+        users, items = self.encode([self.adj] * self.cfg.n_layers)
+        return Embeddings(users, items)
+
+    # ---- objective --------------------------------------------------------------------------------------
+    def ssl_loss(self, batch: Batch) -> torch.Tensor:
+        """L_ssl^user + L_ssl^item (Eq. 10) between the two current views for the batch's users and items."""
+        device = self.user_emb.device
+        if self.views[0][0].device != device:  # the model was moved after the views were drawn
+            self.views = [[a.to(device) for a in view] for view in self.views]
+        (u1, i1), (u2, i2) = (self.encode(v) for v in self.views)
+        users = torch.unique(batch.users)
+        items = torch.unique(batch.pos)
+        tau = self.cfg.ssl_temp
+        if self.cfg.negatives == "all":
+            return info_nce_all(u1, u2, users, tau) + info_nce_all(i1, i2, items, tau)
+        return info_nce(u1[users], u2[users], tau) + info_nce(i1[items], i2[items], tau)
+
+    def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
+        u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
+        ego = (self.user_emb[batch.users], self.item_emb[batch.pos], self.item_emb[batch.neg])
+        terms = {
+            "bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)),
+            "reg": self.cfg.reg_weight * l2_reg(*ego, batch_size=len(batch.users)),
+        }
+        if self.cfg.ssl_weight > 0:
+            terms["cl"] = self.cfg.ssl_weight * self.ssl_loss(batch)
+        return terms
