@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,7 +74,6 @@ class SLMRec(Model):
     name = "slmrec"
     modalities = "any"
     adj: torch.Tensor  # normalised user-item adjacency [(U+I), (U+I)] (sparse buffer)
-    train_keys: torch.Tensor  # sorted user * I + item of every training pair [nnz] (buffer)
     variants: ClassVar[dict[str, dict[str, Any]]] = {
         "FD": {"ssl_task": "fd"},
         "FM": {"ssl_task": "fm"},
@@ -119,9 +119,7 @@ class SLMRec(Model):
             nn.init.xavier_uniform_(lin.weight)
             self.proj.append(lin)
         self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
-        train = data.train.tocoo()
-        keys = np.sort(train.row.astype(np.int64) * data.n_items + train.col.astype(np.int64))
-        self.register_buffer("train_keys", torch.from_numpy(keys), persistent=False)
+        self.train_csr = sp.csr_matrix(data.train, dtype=np.float32)  # false-negative look-ups (Eq. 12)
         if cfg.fusion == "concat":
             self.user_head: nn.Linear | None = nn.Linear(self.n_views * d, d)
             self.item_head: nn.Linear | None = nn.Linear(self.n_views * d, d)
@@ -233,11 +231,15 @@ class SLMRec(Model):
         return self.fuse(*self.encode(x, layer_dropout))
 
     # ---- losses --------------------------------------------------------------------------------------------
-    def is_train_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Boolean mask of the shape of ``users``/``items`` (broadcast): whether (u, i) is a training pair."""
-        query = users * self.n_items + items
-        pos = torch.searchsorted(self.train_keys, query.reshape(-1)).clamp_max(len(self.train_keys) - 1)
-        return (self.train_keys[pos] == query.reshape(-1)).reshape(query.shape)
+    def false_negatives(self, users: torch.Tensor, negs: torch.Tensor) -> torch.Tensor:
+        """Boolean [B, K]: whether item ``negs[k]`` is a training positive of user ``users[b]``.
+
+        Looked up in the CPU CSR matrix ([B, K] sparse slice), which is far faster than a sorted-key search.
+        """
+        sub = self.train_csr[users.cpu().numpy()][:, negs.cpu().numpy()].tocoo()
+        mask = torch.zeros(len(users), len(negs), dtype=torch.bool)
+        mask[torch.from_numpy(sub.row.astype(np.int64)), torch.from_numpy(sub.col.astype(np.int64))] = True
+        return mask.to(users.device)
 
     def main_loss(self, batch: Batch, emb: Embeddings) -> torch.Tensor:
         """Eq. 13 (or BPR): scalar."""
@@ -251,7 +253,7 @@ class SLMRec(Model):
         u, p, n = F.normalize(u, dim=1), F.normalize(p, dim=1), F.normalize(emb.items[batch.neg], dim=1)
         pos = (u * p).sum(1, keepdim=True) / cfg.temperature  # [B, 1]
         neg = u @ n.T / cfg.temperature  # [B, B]: every user against all the batch's sampled negatives
-        false_neg = self.is_train_positive(batch.users.unsqueeze(1), batch.neg.unsqueeze(0))
+        false_neg = self.false_negatives(batch.users, batch.neg)
         neg = neg.masked_fill(false_neg, float("-inf"))
         return (torch.logsumexp(torch.cat([pos, neg], dim=1), dim=1) - pos.squeeze(1)).mean()
 
