@@ -61,7 +61,7 @@ from torch import nn
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
-from modalrec.graph import lightgcn_readout, normalized_adjacency
+from modalrec.graph import lightgcn_readout, normalized_adjacency, sparse_mm
 from modalrec.losses import bpr_loss, info_nce
 from modalrec.models.base import Embeddings, Model, TrainSettings
 
@@ -188,7 +188,7 @@ class SLMRec(Model):
         if layer_dropout > 0:
             layers = [ego]
             for _ in range(self.cfg.n_layers):
-                layers.append(F.dropout(torch.sparse.mm(self.adj, layers[-1]), layer_dropout, training=True))
+                layers.append(F.dropout(sparse_mm(self.adj, layers[-1]), layer_dropout, training=True))
             out = torch.stack(layers, dim=0).mean(dim=0)
         else:
             out = lightgcn_readout(self.adj, ego, self.cfg.n_layers)
