@@ -142,6 +142,11 @@ def test_contrastive_loss_hand_case() -> None:
         expected, rel=1e-5
     )
     assert fusion_contrastive_loss(views * 2, fused, tau).item() == pytest.approx(expected, rel=1e-5)
+    # Anchor sampling: each anchor's term is exact, so averaging single-anchor losses gives the full loss.
+    per_anchor = [
+        fusion_contrastive_loss(views, fused, tau, anchors=torch.tensor([i])).item() for i in (0, 1)
+    ]
+    assert sum(per_anchor) / 2 == pytest.approx(expected, rel=1e-5)
 
 
 def _train(model: Model, data: Dataset, epochs: int, lr: float) -> None:

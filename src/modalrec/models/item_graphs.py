@@ -251,29 +251,33 @@ class AttentionFusion(nn.Module):
 
 
 def _directional_infonce(
-    anchor: torch.Tensor, other: torch.Tensor, tau: float, chunk_size: int
+    anchor: torch.Tensor, other: torch.Tensor, tau: float, chunk_size: int, anchors: torch.Tensor
 ) -> torch.Tensor:
-    """Σ_i -I(anchor_i, other_i) of Eq. 11 with unit-norm inputs [N, d].
+    """Σ_{i in anchors} -I(anchor_i, other_i) of Eq. 11 with unit-norm inputs [N, d].
 
     Negatives of anchor i: other_j for every j ≠ i and anchor_j for every j ≠ i (the positive other_i is in
-    the denominator too, as in Eq. 11).
+    the denominator too, as in Eq. 11). Every anchor sees all N items, so each term is exact.
     """
-    n = anchor.shape[0]
     total = anchor.new_zeros(())
-    for start in range(0, n, chunk_size):
-        a = anchor[start : start + chunk_size]
-        idx = torch.arange(start, start + a.shape[0], device=a.device)
+    minus_inf = torch.tensor(float("-inf"), device=anchor.device)
+    for start in range(0, anchors.shape[0], chunk_size):
+        idx = anchors[start : start + chunk_size]
+        local = torch.arange(idx.shape[0], device=anchor.device)
+        a = anchor[idx]
         between = a @ other.T / tau  # [c, N]
-        refl = (a @ anchor.T / tau).index_put(
-            (idx - start, idx), torch.tensor(float("-inf"), device=a.device)
-        )
-        pos = between[idx - start, idx]
+        refl = (a @ anchor.T / tau).index_put((local, idx), minus_inf)
+        pos = between[local, idx]
         total = total + (torch.logsumexp(torch.cat([between, refl], dim=1), dim=1) - pos).sum()
     return total
 
 
 def fusion_contrastive_loss(
-    views: list[torch.Tensor], fused: torch.Tensor, tau: float, chunk_size: int = 1024, symmetric: bool = True
+    views: list[torch.Tensor],
+    fused: torch.Tensor,
+    tau: float,
+    chunk_size: int = 1024,
+    symmetric: bool = True,
+    anchors: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MICRO's contrastive fusion loss L_C (Eqs. 10-12), computed in [chunk, N] blocks.
 
@@ -284,19 +288,21 @@ def fusion_contrastive_loss(
         fused: fused embeddings h [N, d].
         tau: temperature τ.
         symmetric: both directions as in Eq. 10; False keeps only I(h^m, h) (the official code's choice).
+        anchors: optional item indices [B]: average the outer sum over these items only, each still contrasted
+            with all N items, which gives an unbiased estimate of L_C at O(B·N) cost instead of O(N²).
     """
     f = F.normalize(fused, dim=1)
-    n = fused.shape[0]
+    if anchors is None:
+        anchors = torch.arange(fused.shape[0], device=fused.device)
     total = fused.new_zeros(())
     for view in views:
         v = F.normalize(view, dim=1)
+        forward = _directional_infonce(v, f, tau, chunk_size, anchors)
         if symmetric:
-            total = total + 0.5 * (
-                _directional_infonce(v, f, tau, chunk_size) + _directional_infonce(f, v, tau, chunk_size)
-            )
+            total = total + 0.5 * (forward + _directional_infonce(f, v, tau, chunk_size, anchors))
         else:
-            total = total + _directional_infonce(v, f, tau, chunk_size)
-    return total / (n * len(views))
+            total = total + forward
+    return total / (anchors.shape[0] * len(views))
 
 
 class CFBackbone(nn.Module):
