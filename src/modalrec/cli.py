@@ -250,9 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``modalrec`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr
-    )
+    level = logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)  # records of INFO-level loggers still propagate here; -q must silence them
     try:
         return COMMANDS[args.command](args)
     except ModalrecError as exc:

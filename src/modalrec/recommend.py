@@ -29,15 +29,21 @@ class UnknownIdError(ModalrecError, KeyError):
         return str(self.args[0]) if self.args else "unknown id"
 
 
-def load_run(run_dir: str | Path, data_path: str | None = None) -> tuple[Model, Dataset, dict[str, Any]]:
-    """Rebuild a run's model (best weights) and dataset. Checks that ids match the checkpoint."""
+def load_run(
+    run_dir: str | Path, data_path: str | None = None, data: Dataset | None = None
+) -> tuple[Model, Dataset, dict[str, Any]]:
+    """Rebuild a run's model (best weights) and dataset. Checks that ids match the checkpoint.
+
+    The dataset is ``data`` when given, else loaded from ``data_path``, else from the path the run recorded.
+    """
     run = Path(run_dir)
     ckpt = load_checkpoint(run / "checkpoint.pt")
     raw = dict(ckpt["config"])
     if data_path is not None:
         raw["data"] = {**raw["data"], "path": str(data_path)}
     cfg = config_from_dict(raw)
-    data = dataset_from_config(cfg.data, cfg.seed)
+    if data is None:
+        data = dataset_from_config(cfg.data, cfg.seed)
     if data.n_users != ckpt["n_users"] or data.n_items != ckpt["n_items"]:
         raise ModalrecError(
             f"{run}: the checkpoint was trained on {ckpt['n_users']} users x {ckpt['n_items']} items but the data "
@@ -64,8 +70,9 @@ class Recommender:
         self._item_unit: torch.Tensor | None = None
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, data_path: str | None = None) -> Recommender:
-        model, data, _ = load_run(run_dir, data_path)
+    def from_run(cls, run_dir: str | Path, data_path: str | None = None, data: Dataset | None = None) -> Recommender:
+        """Load a finished run folder (see ``load_run`` for where the data comes from)."""
+        model, data, _ = load_run(run_dir, data_path, data)
         return cls(model, data)
 
     def _user(self, raw: object) -> int:

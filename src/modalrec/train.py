@@ -134,7 +134,10 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(self.out / "log.txt", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handler.setLevel(logging.INFO)
         log.addHandler(handler)
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)  # the run's log.txt always gets the epoch lines
         self._file_handler = handler
 
     def _stop_logging(self) -> None:

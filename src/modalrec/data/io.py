@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -195,13 +196,15 @@ def load_feature_file(path: Path, n_items: int) -> np.ndarray:
 # ---- index building -------------------------------------------------------------------------------------------
 
 
+def _natural_key(raw: str) -> tuple[tuple[int, int | str], ...]:
+    """'u10' -> (('u'), 10): digit runs compare as numbers, so u2 < u10 and 9 < 10."""
+    parts = re.split(r"(\d+)", raw)
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts if p)
+
+
 def _sorted_ids(ids: list[str] | set[str]) -> list[str]:
-    """Numeric ids in numeric order, otherwise lexicographic (so indices are stable across runs)."""
-    unique = set(ids)
-    try:
-        return sorted(unique, key=lambda s: (float(s), s))
-    except ValueError:
-        return sorted(unique)
+    """Ids in natural order (numbers numerically), so indices are stable across runs and round trips."""
+    return sorted(set(ids), key=lambda s: (_natural_key(s), s))
 
 
 def _to_index(inter: Interactions, user_index: dict[str, int], item_index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ from modalrec.models.hccf import HCCF
 from modalrec.models.lattice import LATTICE
 from modalrec.models.lightgcn import LightGCN
 from modalrec.models.mf import MF
+from modalrec.models.popularity import Popularity
 from modalrec.models.micro import MICRO
 from modalrec.models.ncl import NCL
 from modalrec.models.ngcf import NGCF
@@ -15,6 +16,7 @@ from modalrec.models.slmrec import SLMRec
 from modalrec.models.vbpr import VBPR
 
 MODELS: dict[str, type[Model]] = {
+    "pop": Popularity,
     "mf": MF,
     "lightgcn": LightGCN,
     "vbpr": VBPR,
