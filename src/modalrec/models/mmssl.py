@@ -1,0 +1,470 @@
+"""MMSSL: Multi-Modal Self-Supervised Learning for Recommendation (Wei, Huang, Xia & Zhang, WWW 2023).
+
+Equations implemented (numbers from the paper, ``../shared/papers/mmssl.md``):
+
+* Sec. 3.1.1 modality transforms f̃_i^m = Drop(W^m f̄_i^m + b^m), one Linear + dropout per modality (d_m -> d).
+* Eq. 2   f_u^m = Σ_{i∈N_u} f̃_i^m / √|N_u|,  f_i^m = Σ_{u∈N_i} f_u^m / √|N_i|.
+* Eq. 3   generator G: Â^m[u, i] = cos(f_u^m, f_i^m), evaluated per batch of users in blocks, never as [U, I].
+* Eq. 4   discriminator D(a) = δ(Γ²(a)) over a user's relation row (see ``mmssl_parts.Discriminator``).
+* Eq. 5   Ã[u, :] = GumbelSoftmax(A[u, :]; τ) + ζ · cos(h_u, h_:).
+* Eqs. 6-7 WGAN-GP: L_G = -E D(Â^m), L_D = -E D(Ã) + E D(Â^m) + λ1 · GP.
+* Eq. 8   modality-aware views e_u^m = Σ_{i∈N_u^m} e_i / √|N_u^m|, e_i^m = Σ_{u∈N_i^m} e_u / √|N_i^m|,
+          where N_u^m are user u's top-k items under Â^m (k >= 1; rebuilt every epoch or every T steps)
+          and N_i^m the users whose top-k contains i.
+* Eq. 9   multi-head self-attention across modalities (separate Q, K, V), then mean pooling over modalities.
+* Eq. 10  Ê^0 = E + η · Ẽ / ||Ẽ||, Ê^{l+1} = A Ê^l (A[u, i] = 1/√|N_u|), readout = mean over layers 0..L.
+* Eq. 11  cross-modal InfoNCE between e_u^m and h_u (other users of the batch as negatives), chunked.
+* Eq. 12  h = ê + ω · Σ_m f^m / ||f^m||;  score ŷ_ui = h_u · h_i.
+* Eqs. 13-14  L = L_BPR + λ2 L_CL + λ3 L_G + λ4 ||Θ||², λ4 realised as AdamW's decoupled weight decay.
+* Algorithm 1: each training batch runs ``d_steps`` discriminator updates (Adam, betas 0.5/0.9) and then one
+  update of everything else (AdamW).
+
+Scale: D's input is a relation row. With ``d_columns`` = c < |I| a step draws one random subset S of c item
+columns and feeds D the rows restricted to S (the same S for real and fake rows), so D has ≈ 0.28·c²
+parameters whatever |I| is (c = 512: 74 k parameters, ≈ 1.2 MB with Adam state) instead of ≈ 0.28·|I|²
+(|I| = 100k: 2.8 G parameters, ≈ 45 GB with Adam state). See ``docs/mmssl.md`` for the full arithmetic.
+
+Deviations from the official code (HKUDS/MMSSL), each offered as an option where it matters:
+real LeakyReLU slope (``d_leaky_slope``; code 1.0 = linear), Gumbel precedence (``gumbel_form``), proper
+attention (``attn_value_proj``), a fixed k >= 1 neighbour rule for all users (the code's k = int(|I| * 1e-4)
+is 0 on the shipped datasets and its graphs hold only one batch's users), simultaneous bipartite propagation
+without the code's softmax on the last GNN layer, standard InfoNCE with τ' = 0.085 (paper Sec. 4.4; code: 0.5,
+GRACE-style).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalrec.data.dataset import Dataset
+from modalrec.data.sampling import Batch
+from modalrec.errors import ConfigError
+from modalrec.graph import normalized_interactions, scipy_to_torch, sparse_mm
+from modalrec.losses import bpr_loss, gradient_penalty, info_nce, l2_reg
+from modalrec.models.base import Embeddings, Model, TrainSettings
+from modalrec.models.mmssl_parts import (
+    Discriminator,
+    ModalityAttention,
+    gumbel_transform,
+    interaction_block,
+    topk_relations,
+)
+
+VARIANTS = ("full", "wo_asl", "wo_cl", "wo_gt", "rp_gae")
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A sparse CSR tensor from already-valid arrays (rows sorted by construction)."""
+    return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+
+
+def _inv_sqrt_degree(mat: sp.csr_matrix) -> np.ndarray:
+    """1/√(row degree) of a sparse matrix, 0 for empty rows: [rows]."""
+    deg = np.asarray(mat.sum(axis=1)).ravel()
+    with np.errstate(divide="ignore"):
+        return np.where(deg > 0, deg**-0.5, 0.0).astype(np.float32)
+
+
+class MMSSL(Model):
+    """Adversarial modality-aware self-augmentation + cross-modal contrastive learning, any modalities."""
+
+    name = "mmssl"
+    modalities = "any"
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        "w/o-ASL": {"variant": "wo_asl"},
+        "w/o-CL": {"variant": "wo_cl"},
+        "w/o-GT": {"variant": "wo_gt"},
+        "r/p-GAE": {"variant": "rp_gae"},
+    }
+
+    @dataclass
+    class Config:
+        embed_dim: int = 64  # latent size d (paper Sec. 4.1.4)
+        n_layers: int = 2  # GNN depth L of Eq. 10 (paper: best 2-3; official code: 2)
+        gnn_norm: str = "row"  # Eq. 10 propagation weights: "row" A[u,i]=1/√|N_u| (paper) or "sym" (LightGCN)
+        feat_dropout: float = 0.2  # dropout after the modality transforms (Sec. 3.1.1; code drop_rate)
+        eta: float = 0.36  # η of Eq. 10, weight of the normalised attention output added to layer 0
+        omega: float = 0.55  # ω of Eq. 12, weight of each normalised modality representation in h
+        n_heads: int = 4  # attention heads H of Eq. 9
+        attn_value_proj: bool = True  # learned value/output projections in Eq. 9 (False: raw views as values)
+        view_topk: int = 10  # k of Eq. 8: neighbours per user taken from Â^m (always >= 1)
+        view_exclude_observed: bool = (
+            True  # Eq. 8 neighbours are items the user has not interacted with (code)
+        )
+        rebuild_every: int = 0  # rebuild the Eq. 8 graphs every T training steps; 0 = at every epoch start
+        cl_weight: float = 0.03  # λ2 of Eq. 13 (official code cl_rate)
+        cl_temperature: float = 0.085  # τ' of Eq. 11 (paper Sec. 4.4 on Tiktok; official code 0.5)
+        cl_items: bool = False  # also contrast item views with h_i (the paper and code do users only)
+        cl_chunk: int = 4096  # rows per InfoNCE block
+        adv_weight: float = 0.01  # λ3 of Eq. 13 (code: G_rate 1e-4 times its D output scale 100)
+        zeta: float = 100.0  # ζ of Eq. 5, weight of the augmented signal cos(h_u, h_i)
+        gumbel_tau: float = 1.0  # τ of Eq. 5 (not given in the paper; official code real_data_tau 0.005)
+        gumbel_form: str = "paper"  # "paper": softmax((A+g)/τ); "code": softmax(A + g/τ)
+        gumbel_noise_scale: float = 1.0  # scale of the Gumbel noise g (official code log_log_scale 1e-5)
+        d_input_norm: bool = (
+            True  # L2-normalise real and fake rows before D (official code; Eq. 4 leaves it open)
+        )
+        mask_observed: bool = False  # zero the user's observed items in the relation rows fed to D (code)
+        gp_weight: float = 1.0  # λ1 of Eq. 7 (paper Sec. 4.4: best 1)
+        d_columns: int = 512  # item columns fed to D per step (same subset for real/fake); 0 = all |I|
+        d_steps: int = 1  # discriminator updates per generator update (Algorithm 1)
+        d_leaky_slope: float = 0.2  # LeakyReLU slope in D (official code 1.0, which makes D linear)
+        d_dropouts: tuple[float, float] = (0.31, 0.5)  # dropout of D's two blocks (code G_drop1, G_drop2)
+        d_output_scale: float = 1.0  # multiplier of D's sigmoid output (code: 100)
+        d_lr: float = 3e-4  # Adam learning rate of D (paper range 2.5e-4..3.5e-4)
+        d_betas: tuple[float, float] = (0.5, 0.9)  # Adam betas of D (official code)
+        lr: float | None = 5e-4  # AdamW learning rate of the main model (paper range); None = train.lr
+        weight_decay: float = 0.014  # λ4 of Eq. 13 as AdamW decoupled decay (paper range 1.2e-2..1.6e-2)
+        reg_weight: float = 1e-5  # L2 on the batch's final embeddings, divided by batch size (code decay)
+        gae_weight: float = 0.01  # weight of the reconstruction loss of the r/p-GAE ablation
+        variant: str = "full"  # ablation: full | wo_asl | wo_cl | wo_gt | rp_gae (paper Table 3)
+        relation_chunk: int = 512  # users per [chunk, I] block when building the Eq. 8 graphs
+
+    test_epochs: ClassVar[int] = 10
+    indptr: torch.Tensor
+    indices: torch.Tensor
+    view_items: torch.Tensor
+    ui_row: torch.Tensor
+    ui_row_t: torch.Tensor
+    iu_row: torch.Tensor
+    iu_row_t: torch.Tensor
+    ui_gnn: torch.Tensor
+    iu_gnn: torch.Tensor
+
+    def __init__(self, data: Dataset, cfg: Config) -> None:
+        super().__init__(data, cfg)
+        self._check(cfg)
+        d = cfg.embed_dim
+        self.modality_names = list(data.modalities)
+        self.n_modalities = len(self.modality_names)
+        for m, name in enumerate(self.modality_names):
+            self.register_buffer(f"feat_{m}", torch.from_numpy(data.features[name]), persistent=False)
+        self.transforms = nn.ModuleList(nn.Linear(data.features[n].shape[1], d) for n in self.modality_names)
+        for lin in self.transforms:
+            nn.init.xavier_uniform_(lin.weight)  # type: ignore[arg-type]
+        self.dropout = nn.Dropout(cfg.feat_dropout)
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, d)))
+        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
+        self.attention = ModalityAttention(d, cfg.n_heads, cfg.attn_value_proj)
+
+        train = sp.csr_matrix(data.train, dtype=np.float32)
+        train.sort_indices()
+        self.register_buffer("indptr", torch.from_numpy(train.indptr.astype(np.int64)), persistent=False)
+        self.register_buffer("indices", torch.from_numpy(train.indices.astype(np.int64)), persistent=False)
+        # Eq. 2 aggregation (and Eq. 10 with gnn_norm="row"): rows scaled by 1/sqrt(degree).
+        # Each sparse operator is kept with its transpose so backward passes need no CSR transposition.
+        ui_row = sp.diags(_inv_sqrt_degree(train)) @ train
+        train_t = sp.csr_matrix(train.T)
+        iu_row = sp.diags(_inv_sqrt_degree(train_t)) @ train_t
+        for name, mat in (("ui_row", ui_row), ("iu_row", iu_row)):
+            self.register_buffer(name, scipy_to_torch(mat), persistent=False)
+            self.register_buffer(name + "_t", scipy_to_torch(sp.csr_matrix(mat.T)), persistent=False)
+        if cfg.gnn_norm == "sym":
+            ui_sym, iu_sym = normalized_interactions(train)
+            self.register_buffer("ui_gnn", ui_sym, persistent=False)
+            self.register_buffer("iu_gnn", iu_sym, persistent=False)
+        self.uses_d = cfg.variant in ("full", "wo_cl", "wo_gt")
+        n_cols = data.n_items if cfg.d_columns <= 0 else min(cfg.d_columns, data.n_items)
+        self.n_cols = n_cols
+        self.discriminator = (
+            Discriminator(n_cols, tuple(cfg.d_dropouts), cfg.d_leaky_slope, cfg.d_output_scale)  # type: ignore[arg-type]
+            if self.uses_d
+            else None
+        )
+        max_deg = int(np.diff(train.indptr).max()) if data.n_users else 0
+        room = data.n_items - (max_deg if cfg.view_exclude_observed else 0)
+        self.view_k = max(1, min(cfg.view_topk, room))
+        # The Eq. 8 graphs are persistent so a restored checkpoint scores exactly like the trained model.
+        self.register_buffer(
+            "view_items", torch.zeros(self.n_modalities, data.n_users, self.view_k, dtype=torch.long)
+        )
+        self._steps = 0
+        self._graphs: list[tuple[torch.Tensor, ...]] = []
+        self._graph_key: tuple[object, ...] | None = None
+        self._cols: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
+        self.rebuild_views()
+
+    @staticmethod
+    def _check(cfg: Config) -> None:
+        if cfg.variant not in VARIANTS:
+            raise ConfigError(f"mmssl variant must be one of {', '.join(VARIANTS)}, not {cfg.variant!r}")
+        if cfg.gnn_norm not in ("row", "sym"):
+            raise ConfigError(f"mmssl gnn_norm must be 'row' or 'sym', not {cfg.gnn_norm!r}")
+        if cfg.gumbel_form not in ("paper", "code"):
+            raise ConfigError(f"mmssl gumbel_form must be 'paper' or 'code', not {cfg.gumbel_form!r}")
+        if cfg.view_topk < 1:
+            raise ConfigError(f"mmssl view_topk must be >= 1, got {cfg.view_topk}")
+        if cfg.d_steps < 0:
+            raise ConfigError(f"mmssl d_steps must be >= 0, got {cfg.d_steps}")
+
+    # ---- representations ----------------------------------------------------------------------------------
+    def modality_features(self, dropout: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Eq. 2: per modality, f_u^m [U, d] and f_i^m [I, d] from the transformed item features."""
+        users, items = [], []
+        for m, lin in enumerate(self.transforms):
+            f = lin(getattr(self, f"feat_{m}"))
+            if dropout:
+                f = self.dropout(f)
+            fu = sparse_mm(self.ui_row, f, self.ui_row_t)
+            users.append(fu)
+            items.append(sparse_mm(self.iu_row, fu, self.iu_row_t))
+        return users, items
+
+    def _view_graphs(self) -> list[tuple[torch.Tensor, ...]]:
+        """Normalised Eq. 8 graphs per modality as sparse CSR: [U, I] (1/√k), [I, U] (1/√|N_i^m|), transposes.
+
+        Cached on the version of ``view_items``, so a rebuild or a checkpoint load refreshes them.
+        """
+        key = (self.view_items._version, self.view_items.data_ptr(), self.view_items.device)
+        if self._graph_key == key:
+            return self._graphs
+        n_u, n_i, k = self.n_users, self.n_items, self.view_k
+        dev = self.view_items.device
+        crow = torch.arange(0, n_u * k + 1, k, device=dev)
+        graphs: list[tuple[torch.Tensor, ...]] = []
+        for m in range(self.n_modalities):
+            cols = self.view_items[m].reshape(-1)
+            count = torch.bincount(cols, minlength=n_i)
+            inv_item = count.clamp_min(1).to(torch.float32).rsqrt()
+            order = torch.argsort(cols, stable=True)
+            icrow = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), torch.cumsum(count, 0)])
+            users = torch.div(order, k, rounding_mode="floor")
+            u_val = torch.full((n_u * k,), k**-0.5, device=dev)
+            ui = _csr(crow, cols, u_val, (n_u, n_i))
+            ui_t = _csr(icrow, users, u_val[order], (n_i, n_u))
+            iu = _csr(icrow, users, inv_item[cols[order]], (n_i, n_u))
+            iu_t = _csr(crow, cols, inv_item[cols], (n_u, n_i))
+            graphs.append((ui, ui_t, iu, iu_t))
+        self._graphs, self._graph_key = graphs, key
+        return graphs
+
+    def modality_views(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Eq. 8: ID embeddings summed over each modality's generated neighbours: [U, d] and [I, d] per m."""
+        user_views, item_views = [], []
+        for ui, ui_t, iu, iu_t in self._view_graphs():
+            user_views.append(sparse_mm(ui, self.item_emb, ui_t))
+            item_views.append(sparse_mm(iu, self.user_emb, iu_t))
+        return user_views, item_views
+
+    def _propagate(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 10 message passing with a layer-mean readout over layers 0..L."""
+        if self.cfg.gnn_norm == "sym":  # the two blocks of D^-1/2 A D^-1/2 are each other's transpose
+            ui, ui_t, iu, iu_t = self.ui_gnn, self.iu_gnn, self.iu_gnn, self.ui_gnn
+        else:
+            ui, ui_t, iu, iu_t = self.ui_row, self.ui_row_t, self.iu_row, self.iu_row_t
+        u_layers, i_layers = [users], [items]
+        for _ in range(self.cfg.n_layers):
+            u_next = sparse_mm(ui, i_layers[-1], ui_t)
+            i_next = sparse_mm(iu, u_layers[-1], iu_t)
+            u_layers.append(u_next)
+            i_layers.append(i_next)
+        return torch.stack(u_layers).mean(0), torch.stack(i_layers).mean(0)
+
+    def forward(self) -> Embeddings:
+        """One full propagation; extras hold the per-modality f^m (Eq. 2) and e^m (Eq. 8) for the losses."""
+        cfg = self.cfg
+        f_users, f_items = self.modality_features(dropout=self.training)
+        e_users, e_items = self.modality_views()
+        att_u = self.attention(torch.stack(e_users, dim=1)).mean(dim=1)  # Eq. 9 + mean pooling
+        att_i = self.attention(torch.stack(e_items, dim=1)).mean(dim=1)
+        u0 = self.user_emb + cfg.eta * F.normalize(att_u, dim=1)  # Eq. 10, layer 0
+        i0 = self.item_emb + cfg.eta * F.normalize(att_i, dim=1)
+        hu, hi = self._propagate(u0, i0)
+        hu = hu + cfg.omega * sum(F.normalize(f, dim=1) for f in f_users)  # Eq. 12
+        hi = hi + cfg.omega * sum(F.normalize(f, dim=1) for f in f_items)
+        extras = {"f_users": f_users, "f_items": f_items, "e_users": e_users, "e_items": e_items}
+        return Embeddings(hu, hi, extras)
+
+    # ---- generated graphs (Eqs. 3 and 8) -------------------------------------------------------------------
+    @torch.no_grad()
+    def rebuild_views(self) -> None:
+        """Recompute every user's top-k items under each Â^m (Eq. 3) from the current, dropout-free f^m."""
+        f_users, f_items = self.modality_features(dropout=False)
+        excl = self.cfg.view_exclude_observed
+        for m in range(self.n_modalities):
+            top = topk_relations(
+                f_users[m],
+                f_items[m],
+                self.view_k,
+                self.indptr if excl else None,
+                self.indices if excl else None,
+                chunk_size=self.cfg.relation_chunk,
+            )
+            self.view_items[m].copy_(top)
+        if self.view_items.numel() == 0:
+            warnings.warn(
+                "MMSSL: the generated modality graphs are empty (no users)", RuntimeWarning, stacklevel=2
+            )
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.cfg.rebuild_every <= 0 and epoch > 0:
+            self.rebuild_views()
+
+    # ---- adversarial part (Eqs. 3-7) -----------------------------------------------------------------------
+    def sample_columns(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """A random subset S of item columns ([c] sorted indices) and its position map ([I], -1 if absent).
+
+        Returns (None, None) when D sees every item.
+        """
+        if self.n_cols >= self.n_items:
+            return None, None
+        dev = self.item_emb.device
+        cols = torch.randperm(self.n_items, device=dev)[: self.n_cols].sort().values
+        pos = torch.full((self.n_items,), -1, dtype=torch.long, device=dev)
+        pos[cols] = torch.arange(self.n_cols, device=dev)
+        return cols, pos
+
+    def _cosine_rows(self, u: torch.Tensor, items: torch.Tensor, cols: torch.Tensor | None) -> torch.Tensor:
+        """cos(u_b, x_i) for i in S: [B, c]."""
+        it = items if cols is None else items[cols]
+        return F.normalize(u, dim=1) @ F.normalize(it, dim=1).T
+
+    def fake_rows(
+        self, emb: Embeddings, users: torch.Tensor, cols: torch.Tensor | None, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Generated relation rows Â^m[u, S] (Eq. 3) for every modality, stacked: [M·B, c]."""
+        assert emb.extras is not None
+        rows = []
+        for fu, fi in zip(emb.extras["f_users"], emb.extras["f_items"], strict=True):
+            r = self._cosine_rows(fu[users], fi, cols)
+            if self.cfg.mask_observed:
+                r = r * (1 - mask)
+            rows.append(F.normalize(r, dim=1) if self.cfg.d_input_norm else r)
+        return torch.cat(rows)
+
+    def real_rows(
+        self, emb: Embeddings, users: torch.Tensor, cols: torch.Tensor | None, a: torch.Tensor
+    ) -> torch.Tensor:
+        """Ã[u, S] = GumbelSoftmax(A[u, S]) + ζ cos(h_u, h_S) (Eq. 5): [B, c]. w/o-GT uses A itself."""
+        cfg = self.cfg
+        if cfg.variant == "wo_gt":
+            base = a
+        else:
+            base = gumbel_transform(a, cfg.gumbel_tau, cfg.gumbel_noise_scale, cfg.gumbel_form)
+        aug = self._cosine_rows(emb.users[users].detach(), emb.items.detach(), cols)
+        if cfg.mask_observed:
+            aug = aug * (1 - a)
+        r = base + cfg.zeta * aug
+        return F.normalize(r, dim=1) if cfg.d_input_norm else r
+
+    def discriminator_step(
+        self,
+        batch: Batch,
+        emb: Embeddings,
+        opt: torch.optim.Optimizer,
+        cols: torch.Tensor | None,
+        pos: torch.Tensor | None,
+    ) -> float:
+        """One update of D on L_D (Eq. 7) with every generator tensor detached. Returns L_D."""
+        assert self.discriminator is not None
+        users = batch.users
+        a = interaction_block(self.indptr, self.indices, users, pos, self.n_cols)
+        with torch.no_grad():
+            real = self.real_rows(emb, users, cols, a)
+            fake = self.fake_rows(emb, users, cols, a).detach()
+        d = self.discriminator
+        loss_d = -d(real).mean() + d(fake).mean()
+        if self.cfg.gp_weight:
+            loss_d = loss_d + self.cfg.gp_weight * gradient_penalty(
+                d, real.repeat(self.n_modalities, 1), fake
+            )
+        opt.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt.step()
+        return float(loss_d.detach())
+
+    # ---- objective (Eqs. 11-14) ----------------------------------------------------------------------------
+    def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
+        """Named terms of Eq. 13: bpr, reg, cl (λ2 L_CL), adv_g (λ3 L_G) or gae (r/p-GAE)."""
+        cfg = self.cfg
+        assert emb.extras is not None
+        users, pos_i, neg_i = batch.users, batch.pos, batch.neg
+        u, p, n = emb.users[users], emb.items[pos_i], emb.items[neg_i]
+        terms = {
+            "bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)),
+            "reg": cfg.reg_weight * l2_reg(u, p, n, batch_size=len(users)),
+        }
+        if cfg.variant != "wo_cl" and cfg.cl_weight:
+            uniq = torch.unique(users)
+            cl: torch.Tensor = sum(  # type: ignore[assignment]
+                info_nce(e[uniq], emb.users[uniq], cfg.cl_temperature, cfg.cl_chunk)
+                for e in emb.extras["e_users"]
+            )
+            if cfg.cl_items:
+                uniq_i = torch.unique(pos_i)
+                cl = cl + sum(
+                    info_nce(e[uniq_i], emb.items[uniq_i], cfg.cl_temperature, cfg.cl_chunk)
+                    for e in emb.extras["e_items"]
+                )
+            terms["cl"] = cfg.cl_weight * torch.as_tensor(cl)
+        if self.discriminator is not None and cfg.adv_weight:
+            cols, pos = self._cols if self._cols is not None else self.sample_columns()
+            a = (
+                interaction_block(self.indptr, self.indices, users, pos, self.n_cols)
+                if cfg.mask_observed
+                else None
+            )
+            fake = self.fake_rows(emb, users, cols, a if a is not None else torch.zeros(()))
+            self.discriminator.requires_grad_(False)
+            terms["adv_g"] = -cfg.adv_weight * self.discriminator(fake).mean()
+            self.discriminator.requires_grad_(True)
+        if cfg.variant == "rp_gae":
+            # Graph auto-encoder: reconstruct observed vs unobserved pairs from each modality's relation.
+            gae = sum(
+                bpr_loss((fu[users] * fi[pos_i]).sum(1), (fu[users] * fi[neg_i]).sum(1))
+                for fu, fi in zip(emb.extras["f_users"], emb.extras["f_items"], strict=True)
+            )
+            terms["gae"] = cfg.gae_weight * torch.as_tensor(gae)
+        return terms
+
+    def configure_optimizers(self, train: TrainSettings) -> list[torch.optim.Optimizer]:
+        """[AdamW over the main model, Adam(betas 0.5, 0.9) over D] (paper Sec. 4.1.4)."""
+        d_params = set(self.discriminator.parameters()) if self.discriminator is not None else set()
+        main = [p for p in self.parameters() if p.requires_grad and p not in d_params]
+        lr = self.cfg.lr if self.cfg.lr is not None else train.lr
+        opts: list[torch.optim.Optimizer] = [
+            torch.optim.AdamW(main, lr=lr, weight_decay=self.cfg.weight_decay)
+        ]
+        if self.discriminator is not None:
+            opts.append(
+                torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.d_lr, betas=self.cfg.d_betas)
+            )
+        return opts
+
+    def train_step(
+        self, batch: Batch, optimizers: list[torch.optim.Optimizer], grad_clip: float | None = None
+    ) -> dict[str, float]:
+        """Algorithm 1 for one batch: ``d_steps`` updates of D, then one update of the main model.
+
+        The generator's forward pass is shared: D's inputs are detached views of it (D's update does not
+        change the generator's parameters, so recomputing them would give the same values).
+        """
+        self._steps += 1
+        if self.cfg.rebuild_every > 0 and self._steps % self.cfg.rebuild_every == 0:
+            self.rebuild_views()
+        emb = self.forward()
+        out: dict[str, float] = {}
+        cols, pos = self.sample_columns()
+        self._cols = (cols, pos)
+        if self.discriminator is not None and len(optimizers) > 1:
+            for _ in range(self.cfg.d_steps):
+                out["adv_d"] = self.discriminator_step(batch, emb, optimizers[1], cols, pos)
+        terms = self.loss(batch, emb)
+        self._cols = None
+        total = torch.stack(list(terms.values())).sum()
+        main = optimizers[0]
+        main.zero_grad(set_to_none=True)
+        total.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_([p for g in main.param_groups for p in g["params"]], grad_clip)
+        main.step()
+        out.update({k: float(v.detach()) for k, v in terms.items()})
+        return out
