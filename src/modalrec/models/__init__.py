@@ -9,6 +9,7 @@ from modalrec.models.lightgcn import LightGCN
 from modalrec.models.mf import MF
 from modalrec.models.popularity import Popularity
 from modalrec.models.micro import MICRO
+from modalrec.models.mmssl import MMSSL
 from modalrec.models.ncl import NCL
 from modalrec.models.ngcf import NGCF
 from modalrec.models.sgl import SGL
@@ -27,6 +28,7 @@ MODELS: dict[str, type[Model]] = {
     "micro": MICRO,
     "lattice": LATTICE,
     "slmrec": SLMRec,
+    "mmssl": MMSSL,
 }
 
 __all__ = ["MODELS", "Embeddings", "Model"]
