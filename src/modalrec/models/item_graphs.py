@@ -32,7 +32,7 @@ from torch import nn
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
-from modalrec.graph import knn_edges, normalize_edges, normalized_adjacency, propagate, spmm_edges
+from modalrec.graph import knn_edges, normalize_edges, normalized_adjacency, propagate, sparse_mm, spmm_edges
 from modalrec.losses import bpr_loss, l2_reg
 from modalrec.models.base import Embeddings, Model
 
@@ -351,7 +351,7 @@ class CFBackbone(nn.Module):
             layers = [ego]
             x = ego
             for gc, bi in zip(self.gc, self.bi, strict=True):
-                side = torch.sparse.mm(self.adj, x)
+                side = sparse_mm(self.adj, x)  # Â is symmetric and fixed
                 x = F.leaky_relu(gc(side + x), 0.2) + F.leaky_relu(bi(side * x), 0.2)
                 x = self.dropout(x)
                 layers.append(F.normalize(x, dim=1))
