@@ -36,8 +36,13 @@ def _deterministic_torch() -> None:
 def tiny_config(seed: int = 0) -> SyntheticConfig:
     """A planted dataset small enough for a model to train in seconds."""
     return SyntheticConfig(
-        n_users=300, n_items=200, n_interactions=6000, latent_dim=8, n_clusters=6,
-        modality_dims={"visual": 16, "textual": 12}, seed=seed,
+        n_users=300,
+        n_items=200,
+        n_interactions=6000,
+        latent_dim=8,
+        n_clusters=6,
+        modality_dims={"visual": 16, "textual": 12},
+        seed=seed,
     )
 
 

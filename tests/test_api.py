@@ -4,10 +4,28 @@ import modalrec
 
 
 def test_public_api_is_pinned() -> None:
-    assert sorted(modalrec.__all__) == sorted([
-        "MODELS", "ConfigError", "DataError", "Dataset", "Embeddings", "EvalConfig", "Model", "ModalrecError",
-        "Recommender", "RunConfig", "SyntheticConfig", "Trainer", "__version__", "evaluate", "load_config",
-        "load_dataset", "make_synthetic", "save_dataset", "train",
-    ])
+    assert sorted(modalrec.__all__) == sorted(
+        [
+            "MODELS",
+            "ConfigError",
+            "DataError",
+            "Dataset",
+            "Embeddings",
+            "EvalConfig",
+            "Model",
+            "ModalrecError",
+            "Recommender",
+            "RunConfig",
+            "SyntheticConfig",
+            "Trainer",
+            "__version__",
+            "evaluate",
+            "load_config",
+            "load_dataset",
+            "make_synthetic",
+            "save_dataset",
+            "train",
+        ]
+    )
     for name in modalrec.__all__:
         assert hasattr(modalrec, name)

@@ -11,8 +11,16 @@ from modalrec.cli import main
 from modalrec.data import Dataset, save_dataset
 from modalrec.models import MODELS
 
-FAST = ["--set", "train.epochs=2", "--set", "train.batch_size=512", "--set", "train.threads=1",
-        "--set", "eval.ks=[10,20]"]
+FAST = [
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.batch_size=512",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "eval.ks=[10,20]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +28,9 @@ def tiny_folder(tiny: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path
     return save_dataset(tiny, tmp_path_factory.mktemp("data") / "tiny")
 
 
-def test_train_evaluate_recommend(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_evaluate_recommend(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     assert main(["-q", "train", "--model", "mf", "--data", str(tiny_folder), "--out", str(run), *FAST]) == 0
     out = capsys.readouterr().out
@@ -50,8 +60,23 @@ def test_data_commands(tiny_folder: Path, tmp_path: Path, capsys: pytest.Capture
     assert main(["data", "convert", str(tiny_folder), "--out", str(tmp_path / "conv")]) == 0
     assert main(["data", "split", str(tiny_folder), "--out", str(tmp_path / "loo"), "--method", "loo"]) == 0
     assert (tmp_path / "loo" / "split" / "test.csv").exists()
-    assert main(["data", "synth", "--out", str(tmp_path / "syn"), "--users", "50", "--items", "40",
-                 "--interactions", "500"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(tmp_path / "syn"),
+                "--users",
+                "50",
+                "--items",
+                "40",
+                "--interactions",
+                "500",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "syn" / "visual.npy").exists()
 
 
@@ -65,13 +90,17 @@ def test_data_commands(tiny_folder: Path, tmp_path: Path, capsys: pytest.Capture
         (["train", "--model", "mf", "--set", "eval.ks=[20,5000]"], "catalogue has only"),
     ],
 )
-def test_user_mistakes_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_user_mistakes_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["-q", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
-def test_bad_feature_file_exit_2(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_feature_file_exit_2(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     import numpy as np

@@ -12,7 +12,9 @@ from modalrec.errors import ConfigError
 
 def test_overrides_are_yaml_typed() -> None:
     assert parse_overrides(["eval.ks=[5, 10]", "train.lr=0.01", "model.name=mf"]) == {
-        "eval": {"ks": [5, 10]}, "train": {"lr": 0.01}, "model": {"name": "mf"},
+        "eval": {"ks": [5, 10]},
+        "train": {"lr": 0.01},
+        "model": {"name": "mf"},
     }
     cfg = load_config(None, ["train.lr=1e-2", "eval.ks=[5,20]", "model.n_layers=2"], model_name="lightgcn")
     assert cfg.train.lr == 0.01 and cfg.eval.ks == [5, 20] and cfg.model["n_layers"] == 2

@@ -58,10 +58,16 @@ def test_duplicates_are_dropped_with_warning(tmp_path: Path, caplog: pytest.LogC
     [
         (lambda f: _write(f / "interactions.csv", "usr,item\n1,2\n"), "no 'user' column"),
         (lambda f: _write(f / "interactions.csv", "user,item\nu0,i0\nu1\n"), "line 3: expected 2 fields"),
-        (lambda f: _write(f / "interactions.csv", "user,item\nu0,i0\nu1,zzz\n"), "line 3: item 'zzz' is not listed"),
+        (
+            lambda f: _write(f / "interactions.csv", "user,item\nu0,i0\nu1,zzz\n"),
+            "line 3: item 'zzz' is not listed",
+        ),
         (lambda f: _write(f / "interactions.csv", ""), "file is empty"),
         (lambda f: (f / "interactions.csv").write_bytes(b"user,item\n\xff\xfe,1\n"), "not valid UTF-8"),
-        (lambda f: np.save(f / "visual.npy", np.zeros((3, 2), np.float32)), "has 3 rows but the dataset has 8"),
+        (
+            lambda f: np.save(f / "visual.npy", np.zeros((3, 2), np.float32)),
+            "has 3 rows but the dataset has 8",
+        ),
         (lambda f: np.save(f / "visual.npy", np.full((8, 2), np.nan, np.float32)), "row 0 (item index 0)"),
         (lambda f: _write(f / "items.csv", "item\ni0\ni0\n"), "listed twice"),
     ],

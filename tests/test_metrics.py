@@ -61,7 +61,9 @@ def test_against_naive_oracle_on_random_rankings() -> None:
     rng = np.random.default_rng(3)
     n_users, n_items = 40, 30
     rankings = [list(rng.permutation(n_items)) for _ in range(n_users)]
-    positives = [set(rng.choice(n_items, size=rng.integers(1, 8), replace=False).tolist()) for _ in range(n_users)]
+    positives = [
+        set(rng.choice(n_items, size=rng.integers(1, 8), replace=False).tolist()) for _ in range(n_users)
+    ]
     kmax = 10
     hits = torch.tensor([[i in positives[u] for i in rankings[u][:kmax]] for u in range(n_users)])
     n_pos = torch.tensor([len(p) for p in positives])

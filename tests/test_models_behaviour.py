@@ -15,7 +15,13 @@ from modalrec.models import MODELS
 from modalrec.recommend import Recommender
 from modalrec.train import train
 
-SETTINGS = ["train.batch_size=256", "train.patience=100", "eval.ks=[10,20]", "train.progress=false", "train.threads=1"]
+SETTINGS = [
+    "train.batch_size=256",
+    "train.patience=100",
+    "eval.ks=[10,20]",
+    "train.progress=false",
+    "train.threads=1",
+]
 
 
 @pytest.fixture(scope="module")

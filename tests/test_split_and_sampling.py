@@ -65,7 +65,9 @@ def test_sampler_negatives_exclude_positives_and_epochs_are_deterministic() -> N
     dense = train.toarray() > 0
     assert dense[u, p].all(), "positives are training pairs"
     assert not dense[u, n].any(), "negatives are never training pairs"
-    assert sorted(zip(u.tolist(), p.tolist(), strict=True)) == sorted(zip(users.tolist(), items.tolist(), strict=True))
+    assert sorted(zip(u.tolist(), p.tolist(), strict=True)) == sorted(
+        zip(users.tolist(), items.tolist(), strict=True)
+    )
     again = list(BPRSampler(train, 64, seed=5).epoch(0))
     assert all((a.neg == b.neg).all() for a, b in zip(batches, again, strict=True))
     other = list(sampler.epoch(1))

@@ -21,7 +21,17 @@ def test_run_folder_and_metrics_schema(tiny: Dataset, tmp_path: Path) -> None:
         assert (tmp_path / name).exists(), name
     assert not (tmp_path / "last.pt").exists()
     m = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("model", "dataset", "seed", "best_epoch", "epochs_run", "train_seconds", "protocol", "valid", "test"):
+    for key in (
+        "model",
+        "dataset",
+        "seed",
+        "best_epoch",
+        "epochs_run",
+        "train_seconds",
+        "protocol",
+        "valid",
+        "test",
+    ):
         assert key in m
     for k in (10, 20):
         for metric in ("recall", "precision", "ndcg", "hit"):

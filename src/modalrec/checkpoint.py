@@ -49,7 +49,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModalrecError(f"{path}: not a readable modalrec checkpoint ({type(exc).__name__}: {exc})") from None
+        raise ModalrecError(
+            f"{path}: not a readable modalrec checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise ModalrecError(f"{path}: not a modalrec checkpoint (no state_dict)")
     return payload

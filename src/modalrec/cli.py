@@ -21,15 +21,31 @@ log = logging.getLogger("modalrec")
 
 def _add_run_options(p: argparse.ArgumentParser, model_required: bool = True) -> None:
     p.add_argument("--model", required=model_required, help="model name (see `modalrec models`)")
-    p.add_argument("--data", default=None, help="dataset folder, or 'synthetic' (default) for the planted data")
+    p.add_argument(
+        "--data", default=None, help="dataset folder, or 'synthetic' (default) for the planted data"
+    )
     p.add_argument("--config", default=None, help="YAML config file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. train.epochs=50 or model.n_layers=2 (repeatable)")
-    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="where to train (default auto)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.epochs=50 or model.n_layers=2 (repeatable)",
+    )
+    p.add_argument(
+        "--device", default=None, choices=["auto", "cpu", "cuda"], help="where to train (default auto)"
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for splits, sampling and initialisation")
-    p.add_argument("--protocol", default=None, choices=["standard", "paper"], help="evaluation protocol preset")
-    p.add_argument("--split", default=None, choices=["ratio", "loo", "temporal", "cold-start"],
-                   help="how to split a dataset that ships no split (default ratio 8:1:1)")
+    p.add_argument(
+        "--protocol", default=None, choices=["standard", "paper"], help="evaluation protocol preset"
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=["ratio", "loo", "temporal", "cold-start"],
+        help="how to split a dataset that ships no split (default ratio 8:1:1)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="inspect, check, convert, split or generate datasets")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    for name, text in (("stats", "print counts, density and modalities"), ("validate", "check a dataset folder")):
+    for name, text in (
+        ("stats", "print counts, density and modalities"),
+        ("validate", "check a dataset folder"),
+    ):
         q = dsub.add_parser(name, help=text)
         q.add_argument("path")
         q.add_argument("--format", default="auto", choices=["auto", "canonical", "mmssl", "mmrec"])
@@ -104,8 +123,13 @@ def _run_config(args: argparse.Namespace) -> Any:
     if getattr(args, "split", None):
         overrides.append(f"data.split={args.split}")
     return load_config(
-        args.config, overrides, model_name=args.model, data_path=args.data, seed=args.seed,
-        device=args.device, protocol=args.protocol,
+        args.config,
+        overrides,
+        model_name=args.model,
+        data_path=args.data,
+        seed=args.seed,
+        device=args.device,
+        protocol=args.protocol,
     )
 
 
@@ -125,8 +149,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _print_result(metrics: dict[str, Any], run_dir: Path | None) -> None:
     test = metrics["test"]
     keys = [k for k in test if "@" in k and k.split("@")[1] == "20"] or [k for k in test if "@" in k]
-    print(f"{metrics['model']} on {metrics['dataset']}: best epoch {metrics['best_epoch']}, "
-          f"{metrics['epochs_run']} epochs, {metrics['train_seconds']:.1f}s")
+    print(
+        f"{metrics['model']} on {metrics['dataset']}: best epoch {metrics['best_epoch']}, "
+        f"{metrics['epochs_run']} epochs, {metrics['train_seconds']:.1f}s"
+    )
     print("test  " + "  ".join(f"{k}={test[k]:.4f}" for k in keys))
     if run_dir is not None:
         print(f"run folder: {run_dir}")
@@ -152,7 +178,14 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     rec = Recommender.from_run(args.run, args.data)
     lists = rec.recommend(args.user, k=args.k, exclude_seen=not args.include_seen)
     if args.json:
-        print(json.dumps({u: [{"item": i, "score": s} for i, s in items] for u, items in zip(args.user, lists, strict=True)}))
+        print(
+            json.dumps(
+                {
+                    u: [{"item": i, "score": s} for i, s in items]
+                    for u, items in zip(args.user, lists, strict=True)
+                }
+            )
+        )
     else:
         for user, items in zip(args.user, lists, strict=True):
             print(f"user {user}: " + " ".join(i for i, _ in items))
@@ -163,7 +196,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     from modalrec.models import MODELS
 
     for name, cls in MODELS.items():
-        mods = cls.modalities if isinstance(cls.modalities, str) else (", ".join(cls.modalities) or "none (IDs)")
+        mods = (
+            cls.modalities if isinstance(cls.modalities, str) else (", ".join(cls.modalities) or "none (IDs)")
+        )
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{name:12s} modalities: {mods:12s} {doc}")
         defaults = {f.name: getattr(cls.Config(), f.name) for f in dataclasses.fields(cls.Config)}
@@ -189,8 +224,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         data = load_dataset(args.path, args.format)
         stats = data.stats()
         if action == "validate":
-            print(f"ok: {args.path} is a valid dataset ({stats['users']} users, {stats['items']} items, "
-                  f"{stats['interactions']} interactions, modalities {list(data.features) or 'none'})")
+            print(
+                f"ok: {args.path} is a valid dataset ({stats['users']} users, {stats['items']} items, "
+                f"{stats['interactions']} interactions, modalities {list(data.features) or 'none'})"
+            )
         elif args.json:
             print(json.dumps(stats, indent=2))
         else:
@@ -204,9 +241,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     if action == "split":
         from modalrec.data.io import SplitOptions, read_interactions_csv
 
-        ratios = tuple(float(x) for x in args.ratios.split(","))
-        if len(ratios) != 3:
+        parts = [float(x) for x in args.ratios.split(",")]
+        if len(parts) != 3:
             raise ModalrecError(f"--ratios needs three numbers, got {args.ratios!r}")
+        ratios = (parts[0], parts[1], parts[2])
         src = Path(args.path)
         if (src / "split").exists():
             # Re-split a folder that ships a split: pool its interactions first.
@@ -217,19 +255,22 @@ def cmd_data(args: argparse.Namespace) -> int:
             from modalrec.data.split import split_interactions
 
             coo = union.tocoo()
-            tr, va, te = split_interactions(coo.row, coo.col, pooled.n_users, pooled.n_items, args.method, ratios,
-                                            args.seed)
+            tr, va, te = split_interactions(
+                coo.row, coo.col, pooled.n_users, pooled.n_items, args.method, ratios, args.seed
+            )
             data = Dataset(pooled.name, pooled.user_ids, pooled.item_ids, tr, va, te, pooled.features)
         else:
             read_interactions_csv(src / "interactions.csv")  # fail early with a clear message
-            data = load_dataset(src, "canonical", SplitOptions(args.method, ratios, args.seed))  # type: ignore[arg-type]
+            data = load_dataset(src, "canonical", SplitOptions(args.method, ratios, args.seed))
         out = save_dataset(data, args.out, overwrite=args.overwrite)
         print(f"wrote {out} ({data.train.nnz}/{data.val.nnz}/{data.test.nnz} train/val/test)")
         return 0
     if action == "synth":
         from modalrec.data import SyntheticConfig, make_synthetic
 
-        cfg = SyntheticConfig(n_users=args.users, n_items=args.items, n_interactions=args.interactions, seed=args.seed)
+        cfg = SyntheticConfig(
+            n_users=args.users, n_items=args.items, n_interactions=args.interactions, seed=args.seed
+        )
         out = save_dataset(make_synthetic(cfg), args.out, overwrite=args.overwrite)
         print(f"wrote {out}")
         return 0

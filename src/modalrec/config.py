@@ -42,7 +42,9 @@ class TrainConfig:
     lr_step: int = 50  # epochs between decays of the step schedule
     lr_gamma: float = 0.5  # decay factor of the step schedule
     eval_every: int = 1  # epochs between validation evaluations
-    sampler: str = "interactions"  # "interactions" (each training pair once per epoch) or "users" (MMSSL style)
+    sampler: str = (
+        "interactions"  # "interactions" (each training pair once per epoch) or "users" (MMSSL style)
+    )
     threads: int = 0  # torch CPU threads; 0 = all available cores
     progress: bool = True  # show a progress bar per epoch (only on a terminal)
 
@@ -145,7 +147,9 @@ def set_fields(obj: Any, values: dict[str, Any], prefix: str) -> None:
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"unknown key '{prefix}{key}'; valid keys: {', '.join(prefix + n for n in names)}")
+            raise ConfigError(
+                f"unknown key '{prefix}{key}'; valid keys: {', '.join(prefix + n for n in names)}"
+            )
         setattr(obj, key, coerce(value, hints[key], prefix + key))
 
 

@@ -12,15 +12,15 @@ from modalrec.train import Trainer
 DEMO_MODELS = ("mf", "lightgcn", "vbpr", "mmssl")
 
 
-def run_demo(models: list[str] | None = None, epochs: int = 40, out: Path = Path("runs/demo"), seed: int = 0) -> str:
+def run_demo(
+    models: list[str] | None = None, epochs: int = 40, out: Path = Path("runs/demo"), seed: int = 0
+) -> str:
     """Train each model (validation early stopping, test once) and return a markdown table of test metrics."""
     names = models or [m for m in DEMO_MODELS if m in MODELS]
     data = make_synthetic()
     rows = []
     for name in names:
-        cfg = load_config(
-            None, [f"train.epochs={epochs}", "train.patience=5"], model_name=name, seed=seed
-        )
+        cfg = load_config(None, [f"train.epochs={epochs}", "train.patience=5"], model_name=name, seed=seed)
         trainer = Trainer(cfg, data=data, out=out / name)
         metrics = trainer.fit().metrics
         rows.append((name, metrics))

@@ -12,6 +12,7 @@ Protocols (presets; individual fields can still be set):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,8 +49,14 @@ class EvalConfig:
         if n_items is not None and max(self.ks) > n_items:
             raise ConfigError(f"eval.ks contains {max(self.ks)} but the catalogue has only {n_items} items")
         name = self.metric.split("@")
-        if len(name) != 2 or name[0] not in ("recall", "precision", "ndcg", "hit") or int(name[1]) not in self.ks:
-            raise ConfigError(f"eval.metric {self.metric!r} must be recall|precision|ndcg|hit@K with K in {self.ks}")
+        if (
+            len(name) != 2
+            or name[0] not in ("recall", "precision", "ndcg", "hit")
+            or int(name[1]) not in self.ks
+        ):
+            raise ConfigError(
+                f"eval.metric {self.metric!r} must be recall|precision|ndcg|hit@K with K in {self.ks}"
+            )
 
     @property
     def ndcg_variant(self) -> str:
@@ -142,7 +149,10 @@ def evaluate(
 
 
 def group_breakdown(
-    result: dict[str, object], data: Dataset, bins: list[int], metrics: tuple[str, ...] = ("recall@20", "ndcg@20")
+    result: dict[str, object],
+    data: Dataset,
+    bins: list[int],
+    metrics: tuple[str, ...] = ("recall@20", "ndcg@20"),
 ) -> list[dict[str, object]]:
     """Metrics per user group by number of training interactions (MMSSL Table 4).
 
@@ -154,7 +164,7 @@ def group_breakdown(
     degree = np.diff(data.train.indptr)[users]
     edges = [*sorted(bins), np.inf]
     groups = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         sel = (degree >= lo) & (degree < hi)
         label = f"[{lo},{int(hi)})" if np.isfinite(hi) else f"[{lo},inf)"
         row: dict[str, object] = {"group": label, "users": int(sel.sum())}

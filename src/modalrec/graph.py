@@ -7,7 +7,6 @@ in row chunks whose similarity block is [chunk, I].
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -83,12 +82,12 @@ class _FixedSparseMatmul(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.a_t = a_t
         return torch.sparse.mm(a, x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
         return None, None, torch.sparse.mm(ctx.a_t, grad)
 
 
@@ -115,7 +114,9 @@ def lightgcn_readout(adj: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch
     return torch.stack(propagate(adj, x, n_layers), dim=0).mean(dim=0)
 
 
-def spmm_edges(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor, n_rows: int) -> torch.Tensor:
+def spmm_edges(
+    rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor, n_rows: int
+) -> torch.Tensor:
     """out[r] = Σ_e values[e] · x[cols[e]] over edges with rows[e] = r; differentiable in values and x.
 
     Shapes: rows, cols, values [E]; x [N, d]; result [n_rows, d].
@@ -160,7 +161,9 @@ def knn_edges(
     return rows, cols, vals
 
 
-def normalize_edges(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int, mode: str = "sym") -> torch.Tensor:
+def normalize_edges(
+    rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int, mode: str = "sym"
+) -> torch.Tensor:
     """Normalised edge weights: "sym" D^{-1/2} S D^{-1/2} (row-sum degrees), "row" D^{-1} S. Returns [E]."""
     deg = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
     if mode == "row":

@@ -49,7 +49,9 @@ def ndcg_at_k(hits: torch.Tensor, n_pos: torch.Tensor, k: int, variant: str = "s
     return torch.where(idcg > 0, dcg / idcg.clamp_min(1e-12), torch.zeros_like(dcg))
 
 
-def all_metrics(hits: torch.Tensor, n_pos: torch.Tensor, ks: list[int], ndcg: str = "standard") -> dict[str, torch.Tensor]:
+def all_metrics(
+    hits: torch.Tensor, n_pos: torch.Tensor, ks: list[int], ndcg: str = "standard"
+) -> dict[str, torch.Tensor]:
     """Every metric at every k: {"recall@20": [B], "precision@20": [B], "ndcg@20": [B], "hit@20": [B], ...}."""
     out: dict[str, torch.Tensor] = {}
     for k in ks:

@@ -70,7 +70,9 @@ class Recommender:
         self._item_unit: torch.Tensor | None = None
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, data_path: str | None = None, data: Dataset | None = None) -> Recommender:
+    def from_run(
+        cls, run_dir: str | Path, data_path: str | None = None, data: Dataset | None = None
+    ) -> Recommender:
         """Load a finished run folder (see ``load_run`` for where the data comes from)."""
         model, data, _ = load_run(run_dir, data_path, data)
         return cls(model, data)
@@ -114,7 +116,13 @@ class Recommender:
         vals, idx = torch.topk(scores, k, dim=1)
         out = []
         for row_v, row_i in zip(vals.tolist(), idx.tolist(), strict=True):
-            out.append([(str(self.data.item_ids[i]), float(v)) for v, i in zip(row_v, row_i, strict=True) if v > -np.inf])
+            out.append(
+                [
+                    (str(self.data.item_ids[i]), float(v))
+                    for v, i in zip(row_v, row_i, strict=True)
+                    if v > -np.inf
+                ]
+            )
         return out
 
     @torch.no_grad()
@@ -128,4 +136,6 @@ class Recommender:
         sims = self._item_unit @ self._item_unit[idx]
         sims[idx] = -torch.inf
         vals, top = torch.topk(sims, min(k, self.data.n_items - 1))
-        return [(str(self.data.item_ids[i]), float(v)) for v, i in zip(vals.tolist(), top.tolist(), strict=True)]
+        return [
+            (str(self.data.item_ids[i]), float(v)) for v, i in zip(vals.tolist(), top.tolist(), strict=True)
+        ]

@@ -55,7 +55,7 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu."""
+    """ "auto" -> cuda when available, else cpu."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -103,7 +103,9 @@ class Trainer:
         resume: continue from ``out/last.pt`` when present (a finished run is re-reported, not retrained).
     """
 
-    def __init__(self, cfg: RunConfig, data: Dataset | None = None, out: Path | None = None, resume: bool = False):
+    def __init__(
+        self, cfg: RunConfig, data: Dataset | None = None, out: Path | None = None, resume: bool = False
+    ):
         self.cfg = cfg
         self.out = Path(out) if out is not None else None
         self.resume = resume
@@ -145,7 +147,9 @@ class Trainer:
             log.removeHandler(self._file_handler)
             self._file_handler.close()
 
-    def _payload(self, state: dict[str, torch.Tensor], epoch: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _payload(
+        self, state: dict[str, torch.Tensor], epoch: int, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return {
             "format": "modalrec-checkpoint-1",
             "state_dict": {k: v.detach().cpu() for k, v in state.items()},
@@ -231,7 +235,9 @@ class Trainer:
             epoch_times.append(seconds)
             row: dict[str, Any] = {"epoch": epoch, "seconds": round(seconds, 4)}
             row.update({f"loss_{k}": v / max(1, n_batches) for k, v in sums.items()})
-            line = f"epoch {epoch:4d} {seconds:6.2f}s " + " ".join(f"{k}={v / max(1, n_batches):.4f}" for k, v in sums.items())
+            line = f"epoch {epoch:4d} {seconds:6.2f}s " + " ".join(
+                f"{k}={v / max(1, n_batches):.4f}" for k, v in sums.items()
+            )
             if (epoch + 1) % t.eval_every == 0 or epoch == epochs - 1:
                 val = evaluate(model, self.data, "val", cfg.eval)
                 for k in (metric, "recall@20", "ndcg@20"):
@@ -323,6 +329,8 @@ class Trainer:
         atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2))
 
 
-def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = None, resume: bool = False) -> RunResult:
+def train(
+    cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = None, resume: bool = False
+) -> RunResult:
     """Convenience wrapper: ``Trainer(cfg, data, out, resume).fit()``."""
     return Trainer(cfg, data, Path(out) if out is not None else None, resume).fit()

@@ -101,7 +101,12 @@ class Dataset:
         if missing:
             raise DataError(f"dataset '{self.name}' has no modality {missing}; it has {self.modalities}")
         return Dataset(
-            self.name, self.user_ids, self.item_ids, self.train, self.val, self.test,
+            self.name,
+            self.user_ids,
+            self.item_ids,
+            self.train,
+            self.val,
+            self.test,
             {n: self.features[n] for n in names},
         )
 

@@ -20,8 +20,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
+import scipy.sparse as sp
 
 from modalrec.data.dataset import Dataset, pairs_to_csr
 from modalrec.data.split import split_interactions
@@ -67,7 +69,9 @@ def detect_format(folder: Path) -> str:
     )
 
 
-def load_dataset(path: str | os.PathLike[str], fmt: str = "auto", split: SplitOptions | None = None) -> Dataset:
+def load_dataset(
+    path: str | os.PathLike[str], fmt: str = "auto", split: SplitOptions | None = None
+) -> Dataset:
     """Load a dataset folder in any supported format (``fmt="auto"`` detects it)."""
     folder = Path(path)
     if not folder.is_dir():
@@ -85,7 +89,7 @@ def load_dataset(path: str | os.PathLike[str], fmt: str = "auto", split: SplitOp
 # ---- CSV helpers ----------------------------------------------------------------------------------------------
 
 
-def _open_text(path: Path):  # type: ignore[no-untyped-def]  # returns a text file handle
+def _open_text(path: Path) -> TextIO:
     try:
         return path.open(newline="", encoding="utf-8")
     except OSError as exc:
@@ -184,7 +188,9 @@ def load_feature_file(path: Path, n_items: int) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise DataError(f"feature array has non-numeric dtype {arr.dtype}", path)
     if arr.shape[0] != n_items:
-        raise DataError(f"has {arr.shape[0]} rows but the dataset has {n_items} items (one row per item)", path)
+        raise DataError(
+            f"has {arr.shape[0]} rows but the dataset has {n_items} items (one row per item)", path
+        )
     arr = arr.astype(np.float32)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
@@ -207,7 +213,9 @@ def _sorted_ids(ids: list[str] | set[str]) -> list[str]:
     return sorted(set(ids), key=lambda s: (_natural_key(s), s))
 
 
-def _to_index(inter: Interactions, user_index: dict[str, int], item_index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _to_index(
+    inter: Interactions, user_index: dict[str, int], item_index: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
     u = np.empty(len(inter.users), dtype=np.int64)
     i = np.empty(len(inter.items), dtype=np.int64)
     for k, (raw_u, raw_i) in enumerate(zip(inter.users, inter.items, strict=True)):
@@ -220,7 +228,9 @@ def _to_index(inter: Interactions, user_index: dict[str, int], item_index: dict[
     return u, i
 
 
-def _dedupe(u: np.ndarray, i: np.ndarray, n_items: int, path: Path, t: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+def _dedupe(
+    u: np.ndarray, i: np.ndarray, n_items: int, path: Path, t: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     keys = u * n_items + i
     _, first = np.unique(keys, return_index=True)
     if len(first) < len(keys):
@@ -230,7 +240,9 @@ def _dedupe(u: np.ndarray, i: np.ndarray, n_items: int, path: Path, t: np.ndarra
     return u, i, t
 
 
-def _load_features(folder: Path, n_items: int, suffix: str = ".npy", strip: str = "") -> dict[str, np.ndarray]:
+def _load_features(
+    folder: Path, n_items: int, suffix: str = ".npy", strip: str = ""
+) -> dict[str, np.ndarray]:
     feats = {}
     for path in sorted(folder.glob(f"*{suffix}")):
         name = path.name[: -len(suffix)]
@@ -240,7 +252,9 @@ def _load_features(folder: Path, n_items: int, suffix: str = ".npy", strip: str 
     return feats
 
 
-def _check_splits(name: str, folder: Path, train, val, test) -> None:  # type: ignore[no-untyped-def]
+def _check_splits(
+    name: str, folder: Path, train: sp.csr_matrix, val: sp.csr_matrix, test: sp.csr_matrix
+) -> None:
     if train.nnz == 0:
         raise DataError("the training split is empty", folder)
     for split_name, mat in (("validation", val), ("test", test)):
@@ -314,7 +328,9 @@ def _read_json_split(path: Path) -> dict[str, list[int]]:
     if not isinstance(data, dict):
         raise DataError("expected a JSON object mapping user -> list of item indices", path)
     for user, items in data.items():
-        if not isinstance(items, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        if not isinstance(items, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in items
+        ):
             raise DataError(f"user {user!r}: expected a list of integer item indices", path)
         if any(v < 0 for v in items):
             raise DataError(f"user {user!r}: negative item index", path)
@@ -335,7 +351,9 @@ def _load_mmssl(folder: Path) -> Dataset:
     if feat_files:
         n_items = np.load(feat_files[0], mmap_mode="r").shape[0]
         if max_item >= n_items:
-            raise DataError(f"item index {max_item} is out of range for {n_items} feature rows", feat_files[0])
+            raise DataError(
+                f"item index {max_item} is out of range for {n_items} feature rows", feat_files[0]
+            )
     user_index = {u: k for k, u in enumerate(user_ids)}
     mats = []
     for part in ("train", "val", "test"):
@@ -346,7 +364,7 @@ def _load_mmssl(folder: Path) -> Dataset:
     _check_splits(folder.name, folder, *mats)
     features = _load_features(folder, n_items, "_feat.npy")
     item_ids = np.array([str(i) for i in range(n_items)])
-    return Dataset(folder.name, np.array(user_ids), item_ids, *mats, features=features)
+    return Dataset(folder.name, np.array(user_ids), item_ids, mats[0], mats[1], mats[2], features)
 
 
 def _load_mmrec(folder: Path) -> Dataset:
@@ -367,7 +385,9 @@ def _load_mmrec(folder: Path) -> Dataset:
                 if not row:
                     continue
                 if len(row) != len(header):
-                    raise DataError(f"expected {len(header)} tab-separated fields, found {len(row)}", path, line_no)
+                    raise DataError(
+                        f"expected {len(header)} tab-separated fields, found {len(row)}", path, line_no
+                    )
                 try:
                     item, label = int(row[ii]), int(row[il])
                 except ValueError:
@@ -406,13 +426,13 @@ def _load_mmrec(folder: Path) -> Dataset:
     _check_splits(folder.name, folder, *mats)
     features = _load_features(folder, n_items, "_feat.npy")
     item_ids = np.array([str(i) for i in range(n_items)])
-    return Dataset(folder.name, np.array(user_ids), item_ids, *mats, features=features)
+    return Dataset(folder.name, np.array(user_ids), item_ids, mats[0], mats[1], mats[2], features)
 
 
 # ---- writer ---------------------------------------------------------------------------------------------------
 
 
-def _write_pairs(path: Path, data: Dataset, mats: list) -> None:  # type: ignore[type-arg]
+def _write_pairs(path: Path, data: Dataset, mats: list[sp.csr_matrix]) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["user", "item"])

@@ -40,7 +40,9 @@ class BPRSampler:
         mode: ``"interactions"`` or ``"users"`` (see module docstring).
     """
 
-    def __init__(self, train: sp.csr_matrix, batch_size: int, seed: int = 0, mode: str = "interactions") -> None:
+    def __init__(
+        self, train: sp.csr_matrix, batch_size: int, seed: int = 0, mode: str = "interactions"
+    ) -> None:
         if mode not in ("interactions", "users"):
             raise ValueError(f"sampler mode must be 'interactions' or 'users', not {mode!r}")
         if train.nnz == 0:

@@ -28,7 +28,8 @@ def dataset_from_config(data_cfg: Any, seed: int) -> Dataset:
         ratios = tuple(float(r) for r in data_cfg.ratios)
         if len(ratios) != 3:
             raise ConfigError(f"data.ratios needs three numbers (train, val, test), got {list(ratios)}")
-        data = load_dataset(data_cfg.path, data_cfg.format, SplitOptions(method, ratios, seed))  # type: ignore[arg-type]
+        ratios3 = (ratios[0], ratios[1], ratios[2])
+        data = load_dataset(data_cfg.path, data_cfg.format, SplitOptions(method, ratios3, seed))
     if data_cfg.split == "cold-start":
         try:
             from modalrec.data.coldstart import cold_start_split

@@ -23,6 +23,7 @@ class LightGCN(Model):
 
     name = "lightgcn"
     modalities = ()
+    adj: torch.Tensor  # [(U+I), (U+I)] normalised adjacency Â (sparse CSR buffer)
 
     @dataclass
     class Config:

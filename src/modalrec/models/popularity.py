@@ -21,6 +21,7 @@ class Popularity(Model):
     name = "pop"
     modalities = ()
     trainable = False
+    counts: torch.Tensor  # [I] training interactions per item (buffer)
 
     @dataclass
     class Config:

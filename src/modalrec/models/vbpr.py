@@ -26,6 +26,7 @@ class VBPR(Model):
 
     name = "vbpr"
     modalities = "any"
+    features: torch.Tensor  # [I, Σ d_m] concatenated raw modality features (buffer)
 
     @dataclass
     class Config:
