@@ -1,0 +1,102 @@
+"""HCCF: shapes, the low-rank hypergraph layer (Eq. 3), layer combination, cross-view InfoNCE, planted signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from modalrec.data import Dataset
+from modalrec.data.sampling import Batch, BPRSampler
+from modalrec.errors import ConfigError
+from modalrec.models import MODELS
+from modalrec.models.base import Model, TrainSettings
+from modalrec.models.hccf import HCCF
+
+
+def recall_at(model: Model, data: Dataset, k: int = 20) -> float:
+    model.eval()
+    users = np.flatnonzero(np.diff(data.test.indptr) > 0)
+    with torch.no_grad():
+        scores = model.score(model(), torch.from_numpy(users))
+    scores[torch.from_numpy(data.train[users].toarray() > 0)] = -torch.inf
+    top = scores.topk(k, dim=1).indices.numpy()
+    truth = data.test[users].toarray() > 0
+    return float((np.take_along_axis(truth, top, 1).sum(1) / truth.sum(1)).mean())
+
+
+def popularity_recall(data: Dataset, k: int = 20) -> float:
+    users = np.flatnonzero(np.diff(data.test.indptr) > 0)
+    scores = np.tile(np.asarray(data.train.sum(0)).ravel(), (len(users), 1))
+    scores[data.train[users].toarray() > 0] = -np.inf
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    truth = data.test[users].toarray() > 0
+    return float((np.take_along_axis(truth, top, 1).sum(1) / truth.sum(1)).mean())
+
+
+def test_registered_and_bad_options(tiny: Dataset) -> None:
+    assert MODELS["hccf"] is HCCF
+    with pytest.raises(ConfigError, match="keep_rate"):
+        HCCF(tiny, HCCF.Config(keep_rate=0.0))
+    with pytest.raises(ConfigError, match="negatives"):
+        HCCF(tiny, HCCF.Config(negatives="x"))
+
+
+def test_eval_forward_is_the_sum_of_local_and_hypergraph_layers(tiny: Dataset) -> None:
+    model = HCCF(tiny, HCCF.Config(embed_dim=8, n_hyperedges=5, leaky_slope=1.0)).eval()
+    emb = model()
+    assert emb.users.shape == (tiny.n_users, 8) and emb.items.shape == (tiny.n_items, 8)
+    # linear layers (slope 1): Γ = Λ (Λ^T E), Λ = E^(0) W, z = Ā E, E^(l) = z + Γ, output Σ_l E^(l)
+    x = torch.cat([model.user_emb, model.item_emb])
+    dep_u, dep_i = model.user_emb @ model.user_hyper, model.item_emb @ model.item_hyper
+    adj = model.adj.to_dense()
+    total, u = x, tiny.n_users
+    for _ in range(2):
+        gu = dep_u @ (dep_u.T @ x[:u])
+        gi = dep_i @ (dep_i.T @ x[u:])
+        x = adj @ x + torch.cat([gu, gi])
+        total = total + x
+    assert torch.allclose(torch.cat([emb.users, emb.items]), total, atol=1e-5)
+    assert torch.equal(model().users, emb.users)  # no dropout in eval mode
+
+
+def test_leaky_hyper_layer_and_training_dropout(tiny: Dataset) -> None:
+    model = HCCF(tiny, HCCF.Config())
+    dep, x = torch.randn(6, 3), torch.randn(6, 4)
+    assert torch.allclose(model.hyper_layer(dep, x), F.leaky_relu(dep @ F.leaky_relu(dep.T @ x, 0.5), 0.5))
+    model.train()
+    assert not torch.equal(model().users, model().users)  # edge and hyperedge dropout while training
+
+
+def test_cross_view_contrast_is_eq8(tiny: Dataset) -> None:
+    model = HCCF(tiny, HCCF.Config()).eval()
+    emb = model()
+    batch = Batch(torch.tensor([2, 2, 9]), torch.tensor([4, 0, 4]), torch.tensor([1, 1, 1]))
+    u = tiny.n_users
+
+    def nce(a: torch.Tensor, b: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+        logits = a[idx] @ b.T / 1.0  # every node of the other view is a negative, τ = 1
+        return (torch.logsumexp(logits, 1) - logits[torch.arange(len(idx)), idx]).mean()
+
+    users, items = torch.tensor([2, 9]), torch.tensor([0, 4])
+    expected = sum(
+        nce(z[:u], g[:u], users) + nce(z[u:], g[u:], items)
+        for z, g in zip(emb.extras["local"], emb.extras["global"], strict=True)  # type: ignore[index]
+    )
+    terms = model.loss(batch, emb)
+    assert set(terms) == {"bpr", "reg", "cl"}
+    assert torch.allclose(terms["cl"], 1e-3 * expected, rtol=1e-5)
+
+
+def test_learns_planted_signal(tiny: Dataset) -> None:
+    model = HCCF(tiny, HCCF.Config())
+    opts = model.configure_optimizers(TrainSettings(lr=1e-2))
+    sampler = BPRSampler(tiny.train, 256, seed=0)
+    losses = []
+    for epoch in range(6):
+        model.train()
+        losses.append(np.mean([model.train_step(b, opts)["bpr"] for b in sampler.epoch(epoch)]))
+    assert losses[-1] < 0.5 * losses[0]
+    assert recall_at(model, tiny) > popularity_recall(tiny) + 0.1
