@@ -110,7 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--interactions", type=int, default=60000)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--overwrite", action="store_true")
+    _register_extensions(sub)
     return parser
+
+
+# Modules that add their own subcommands: each defines ``add_commands(subparsers) -> dict[name, handler]``
+# where a handler takes the parsed namespace and returns an exit code. Keeps cli.py small as features grow.
+EXTENSION_MODULES: tuple[str, ...] = ()
+_EXTENSION_HANDLERS: dict[str, Any] = {}
+
+
+def _register_extensions(sub: Any) -> None:
+    import importlib
+
+    for module_name in EXTENSION_MODULES:
+        module = importlib.import_module(module_name)
+        _EXTENSION_HANDLERS.update(module.add_commands(sub))
 
 
 # ---- commands -------------------------------------------------------------------------------------------------
@@ -296,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)  # records of INFO-level loggers still propagate here; -q must silence them
     try:
-        return COMMANDS[args.command](args)
+        handler = COMMANDS.get(args.command) or _EXTENSION_HANDLERS[args.command]
+        return int(handler(args))
     except ModalrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
