@@ -308,11 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    for handler in logging.getLogger().handlers:
-        handler.setLevel(level)  # records of INFO-level loggers still propagate here; -q must silence them
+    for log_handler in logging.getLogger().handlers:
+        log_handler.setLevel(level)  # records of INFO-level loggers still propagate here; -q must silence them
     try:
-        handler = COMMANDS.get(args.command) or _EXTENSION_HANDLERS[args.command]
-        return int(handler(args))
+        command = COMMANDS.get(args.command) or _EXTENSION_HANDLERS[args.command]
+        return int(command(args))
     except ModalrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
