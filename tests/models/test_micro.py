@@ -252,3 +252,20 @@ def test_cold_items_get_content_embeddings(tiny: Dataset) -> None:
     assert lattice.item_embeddings_from_features(
         {m: cold.features[m][:3] for m in cold.modalities}
     ).shape == (3, 64)
+
+
+def test_content_only_cold_ignores_untrained_id_embeddings(tiny: Dataset) -> None:
+    cold = cold_start_split(tiny, seed=0)
+    idle = torch.from_numpy(cold_items(cold))
+    models: list[MICRO | LATTICE] = [
+        MICRO(cold, MICRO.Config(content_only_cold=True)),
+        LATTICE(cold, LATTICE.Config(content_only_cold=True)),
+    ]
+    for model in models:
+        model.eval()
+        with torch.no_grad():
+            before = model().items[idle].clone()
+            model.backbone.item_emb[idle] += 5.0
+            after = model().items[idle]
+        torch.testing.assert_close(after, before)
+        torch.testing.assert_close(after.norm(dim=1), torch.ones(len(idle)))  # Eq. 13 with x̃_i = 0

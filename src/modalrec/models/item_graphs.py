@@ -393,6 +393,7 @@ class ItemGraphModel(Model):
     """
 
     modalities = "any"
+    warm: torch.Tensor
 
     def __init__(self, data: Dataset, cfg: Any) -> None:
         super().__init__(data, cfg)
@@ -406,11 +407,21 @@ class ItemGraphModel(Model):
             cfg.finetune_features,
             cfg.chunk_size,
         )
+        self.content_only_cold = bool(getattr(cfg, "content_only_cold", False))
+        warm = np.asarray(data.train.sum(axis=0)).ravel() > 0
+        self.register_buffer("warm", torch.from_numpy(warm.astype(np.float32)).unsqueeze(1), persistent=False)
 
     @property
     def plugin(self) -> bool:
         """Whether the item-graph branch is added to the backbone (False = the plain CF model)."""
         return bool(getattr(self.cfg, "plugin", True))
+
+    def id_input(self) -> torch.Tensor:
+        """H_(0) from item IDs [I, d]; with ``content_only_cold`` the rows of items without any training
+        interaction are zero, so such items are represented by their content neighbours only."""
+        if self.content_only_cold:
+            return self.backbone.item_emb * self.warm
+        return self.backbone.item_emb
 
     def on_epoch_start(self, epoch: int) -> None:
         """Rebuild the learned graphs Ã^m at the next forward (``graph_update="epoch"``, official code)."""
@@ -430,6 +441,9 @@ class ItemGraphModel(Model):
         extras: dict[str, Any] = {}
         if self.plugin:
             h, extras = self.item_branch()
+            if self.content_only_cold:
+                # An item never seen in training has no trained CF embedding: Eq. 13 with x̃_i = 0.
+                items = items * self.warm
             items = items + F.normalize(h, dim=1)
         return Embeddings(users, items, extras)
 

@@ -52,6 +52,7 @@ class LATTICE(ItemGraphModel):
         )
         ngcf_dropout: float = 0.1  # message dropout of the NGCF backbone
         chunk_size: int = 1024  # rows per block in the kNN search
+        content_only_cold: bool = False  # items without training interactions: x̃_i = 0 and zero ID input
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
@@ -67,7 +68,7 @@ class LATTICE(ItemGraphModel):
         alpha = self.modality_weights()
         graphs = self.item_graphs.graphs()
         combined = concat_edges([g.scaled(alpha[m]) for m, g in enumerate(graphs)])
-        h = propagate_edges(combined, self.backbone.item_emb, self.cfg.n_item_layers)[-1]
+        h = propagate_edges(combined, self.id_input(), self.cfg.n_item_layers)[-1]
         return h, {"alpha": alpha}
 
     @torch.no_grad()
@@ -86,7 +87,7 @@ class LATTICE(ItemGraphModel):
             rows = self.item_graphs.rows_for_new_items(new_raw)
             known = concat_edges([g.scaled(alpha[m]) for m, g in enumerate(graphs)])
             new = concat_edges([r.scaled(alpha[m]) for m, r in enumerate(rows)])
-            x = self.backbone.item_emb
+            x = self.id_input()
             _, h = propagate_with_new(known, new, x, x.new_zeros(n_new, x.shape[1]), self.cfg.n_item_layers)
             return F.normalize(h, dim=1)
         finally:

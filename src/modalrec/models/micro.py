@@ -84,6 +84,7 @@ class MICRO(ItemGraphModel):
         )
         ngcf_dropout: float = 0.1  # message dropout of the NGCF backbone
         chunk_size: int = 1024  # rows per block in kNN search and in L_C
+        content_only_cold: bool = False  # items without training interactions: x̃_i = 0 and zero ID input
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
@@ -94,7 +95,7 @@ class MICRO(ItemGraphModel):
     def _inputs(self, transformed: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.cfg.item_input == "features":
             return transformed
-        return [self.backbone.item_emb] * self.item_graphs.n_modalities
+        return [self.id_input()] * self.item_graphs.n_modalities
 
     def item_branch(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """h (Eq. 9) [I, d]; extras: per-modality views h^m [I, d] and attention weights α [I, M]."""
