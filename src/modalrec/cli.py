@@ -116,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Modules that add their own subcommands: each defines ``add_commands(subparsers) -> dict[name, handler]``
 # where a handler takes the parsed namespace and returns an exit code. Keeps cli.py small as features grow.
-EXTENSION_MODULES: tuple[str, ...] = ()
+EXTENSION_MODULES: tuple[str, ...] = (
+    "modalrec.serving.commands",
+    "modalrec.features.commands",
+    "modalrec.experiments.commands",
+)
 _EXTENSION_HANDLERS: dict[str, Any] = {}
 
 

@@ -6,7 +6,7 @@ its best weights are loaded safely, and the final embeddings are computed once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,9 @@ class Recommender:
         with torch.no_grad():
             self.emb: Embeddings = model()
         self._item_unit: torch.Tensor | None = None
+        # Raw ids of every recommendable item: the dataset's, then those added at runtime by ``add_items``.
+        self.item_ids: list[str] = [str(i) for i in data.item_ids]
+        self._added: dict[str, int] = {}
 
     @classmethod
     def from_run(
@@ -87,7 +90,54 @@ class Recommender:
         try:
             return self.data.item_index(raw)
         except KeyError:
+            if str(raw) in self._added:
+                return self._added[str(raw)]
             raise UnknownIdError(f"unknown item id {raw!r}") from None
+
+    @property
+    def n_items(self) -> int:
+        """Recommendable items: the dataset's plus those added at runtime."""
+        return len(self.item_ids)
+
+    @torch.no_grad()
+    def add_items(self, raw_ids: Sequence[object], features: dict[str, np.ndarray]) -> None:
+        """Make new items recommendable at once from their content features ({modality: [n_new, d_m]}).
+
+        Uses the model's ``item_embeddings_from_features`` (NotImplementedError for models that cannot embed
+        content). Per-item score extras (e.g. VBPR's item bias) are 0 for the new items. Raises ModalrecError
+        for an id that already exists or a row count that does not match ``raw_ids``.
+        """
+        ids = [str(r) for r in raw_ids]
+        if not ids:
+            raise ModalrecError("add_items needs at least one item id")
+        if len(set(ids)) != len(ids):
+            raise ModalrecError("add_items got the same item id twice")
+        known = [r for r in ids if r in self._added or self._known_item(r)]
+        if known:
+            raise ModalrecError(f"item id {known[0]!r} already exists")
+        for name, x in features.items():
+            if np.asarray(x).ndim != 2 or len(x) != len(ids):
+                raise ModalrecError(f"feature '{name}' must have shape [{len(ids)}, d], got {np.shape(x)}")
+        new = self.model.item_embeddings_from_features(features).detach().to(self.emb.items)
+        if new.shape != (len(ids), self.emb.items.shape[1]):
+            raise ModalrecError(f"the model returned item embeddings of shape {tuple(new.shape)}")
+        n_old = self.emb.items.shape[0]
+        extras = dict(self.emb.extras or {})
+        for key, val in extras.items():
+            if isinstance(val, torch.Tensor) and val.ndim >= 1 and val.shape[0] == n_old:
+                extras[key] = torch.cat([val, val.new_zeros((len(ids), *val.shape[1:]))])
+        self.emb = Embeddings(self.emb.users, torch.cat([self.emb.items, new]), extras or self.emb.extras)
+        for j, r in enumerate(ids):
+            self._added[r] = n_old + j
+        self.item_ids.extend(ids)
+        self._item_unit = None
+
+    def _known_item(self, raw: str) -> bool:
+        try:
+            self.data.item_index(raw)
+        except KeyError:
+            return False
+        return True
 
     @torch.no_grad()
     def recommend(
@@ -112,16 +162,12 @@ class Recommender:
             banned = torch.tensor([self._item(i) for i in filter_items], dtype=torch.long)
             if len(banned):
                 scores[:, banned] = -torch.inf
-        k = min(k, self.data.n_items)
+        k = min(k, self.n_items)
         vals, idx = torch.topk(scores, k, dim=1)
         out = []
         for row_v, row_i in zip(vals.tolist(), idx.tolist(), strict=True):
             out.append(
-                [
-                    (str(self.data.item_ids[i]), float(v))
-                    for v, i in zip(row_v, row_i, strict=True)
-                    if v > -np.inf
-                ]
+                [(self.item_ids[i], float(v)) for v, i in zip(row_v, row_i, strict=True) if v > -np.inf]
             )
         return out
 
@@ -135,7 +181,5 @@ class Recommender:
             self._item_unit = torch.nn.functional.normalize(self.emb.items.float(), dim=1)
         sims = self._item_unit @ self._item_unit[idx]
         sims[idx] = -torch.inf
-        vals, top = torch.topk(sims, min(k, self.data.n_items - 1))
-        return [
-            (str(self.data.item_ids[i]), float(v)) for v, i in zip(vals.tolist(), top.tolist(), strict=True)
-        ]
+        vals, top = torch.topk(sims, min(k, self.n_items - 1))
+        return [(self.item_ids[i], float(v)) for v, i in zip(vals.tolist(), top.tolist(), strict=True)]

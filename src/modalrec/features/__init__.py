@@ -1,0 +1,1 @@
+"""Content features and ready-made datasets: sentence-transformers text features, MovieLens 100K preparation."""

@@ -1,0 +1,190 @@
+"""The HTTP recommendation service: a FastAPI app over a ``Recommender`` (optional extra ``serve``).
+
+Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
+
+* ``GET /health`` - model, dataset, counts, search mode.
+* ``GET /recommend?user=U&k=K[&exclude_seen=true]`` - top-K items for one raw user id.
+* ``POST /recommend`` ``{"users": [...], "k": K, "exclude_seen": true}`` - a batch of users.
+* ``GET /similar?item=I&k=K`` - items with the most similar final embeddings (cosine).
+* ``POST /items`` ``{"items": [{"id": "new-1", "features": {"visual": [...], ...}}]}`` - embed new items from
+  their content; they are recommendable at once. Only for models implementing ``item_embeddings_from_features``
+  (501 otherwise).
+
+Errors: unknown user/item -> 404, invalid parameters or malformed JSON -> 422, an item id that exists -> 409,
+a model that cannot embed content -> 501; each with ``{"detail": "<message>"}``. Requests never name files.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from modalrec.errors import ModalrecError
+from modalrec.recommend import Recommender, UnknownIdError
+from modalrec.serving.ann import make_searcher
+
+MAX_K = 1000
+MAX_BATCH = 1000
+
+
+class ScoredItem(BaseModel):
+    item: str = Field(description="raw item id")
+    score: float = Field(description="the model's score (cosine similarity for /similar)")
+
+
+class UserRecommendations(BaseModel):
+    user: str
+    items: list[ScoredItem]
+
+
+class BatchRequest(BaseModel):
+    users: list[str] = Field(min_length=1, max_length=MAX_BATCH, description="raw user ids")
+    k: int = Field(20, ge=1, le=MAX_K)
+    exclude_seen: bool = Field(True, description="drop the user's training items")
+
+
+class BatchResponse(BaseModel):
+    results: list[UserRecommendations]
+
+
+class SimilarResponse(BaseModel):
+    item: str
+    items: list[ScoredItem]
+
+
+class NewItem(BaseModel):
+    id: str = Field(min_length=1, description="raw id of the new item (must not exist)")
+    features: dict[str, list[float]] = Field(description="one vector per modality the model uses")
+
+
+class NewItemsRequest(BaseModel):
+    items: list[NewItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class NewItemsResponse(BaseModel):
+    added: list[str]
+    n_items: int
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    dataset: str
+    users: int
+    items: int
+    ann: str
+    can_add_items: bool
+
+
+def _scored(items: list[tuple[str, float]]) -> list[ScoredItem]:
+    return [ScoredItem(item=i, score=s) for i, s in items]
+
+
+def create_app(rec: Recommender, ann: str = "none") -> FastAPI:
+    """Build the FastAPI app serving ``rec`` (exact search, or ``ann="faiss"`` for approximate top-K)."""
+    searcher = make_searcher(rec, ann)
+    lock = threading.Lock()  # add_items swaps the embeddings; requests read a consistent state
+    can_add = type(rec.model).item_embeddings_from_features is not _base_embed()
+    app = FastAPI(
+        title="modalrec",
+        description=f"Recommendations from a trained '{rec.model.name}' model on '{rec.data.name}'.",
+        version="1",
+    )
+
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        return Health(
+            status="ok",
+            model=rec.model.name,
+            dataset=rec.data.name,
+            users=rec.data.n_users,
+            items=rec.n_items,
+            ann=searcher.name,
+            can_add_items=can_add,
+        )
+
+    def _recommend(users: list[str], k: int, exclude_seen: bool) -> list[list[tuple[str, float]]]:
+        try:
+            with lock:
+                return searcher.recommend(users, k, exclude_seen)
+        except UnknownIdError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.get("/recommend", response_model=UserRecommendations)
+    def recommend_one(
+        user: str = Query(..., description="raw user id"),
+        k: int = Query(20, ge=1, le=MAX_K),
+        exclude_seen: bool = Query(True),
+    ) -> UserRecommendations:
+        (items,) = _recommend([user], k, exclude_seen)
+        return UserRecommendations(user=user, items=_scored(items))
+
+    @app.post("/recommend", response_model=BatchResponse)
+    def recommend_batch(req: BatchRequest) -> BatchResponse:
+        lists = _recommend(req.users, req.k, req.exclude_seen)
+        return BatchResponse(
+            results=[
+                UserRecommendations(user=u, items=_scored(items))
+                for u, items in zip(req.users, lists, strict=True)
+            ]
+        )
+
+    @app.get("/similar", response_model=SimilarResponse)
+    def similar(
+        item: str = Query(..., description="raw item id"), k: int = Query(20, ge=1, le=MAX_K)
+    ) -> SimilarResponse:
+        try:
+            with lock:
+                items = rec.similar_items(item, k)
+        except UnknownIdError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return SimilarResponse(item=item, items=_scored(items))
+
+    @app.post("/items", response_model=NewItemsResponse, status_code=201)
+    def add_items(req: NewItemsRequest) -> NewItemsResponse:
+        if not can_add:
+            raise HTTPException(
+                501,
+                f"model '{rec.model.name}' cannot embed items from content features; "
+                "use a model with item_embeddings_from_features (see docs/serving.md)",
+            )
+        expected = rec.data.modalities
+        features: dict[str, np.ndarray] = {}
+        for name in expected:
+            rows = [it.features.get(name) for it in req.items]
+            missing = [it.id for it, r in zip(req.items, rows, strict=True) if r is None]
+            if missing:
+                raise HTTPException(422, f"item {missing[0]!r} lacks the '{name}' feature vector")
+            dim = rec.data.features[name].shape[1]
+            bad = [it.id for it, r in zip(req.items, rows, strict=True) if len(r or []) != dim]
+            if bad:
+                raise HTTPException(422, f"item {bad[0]!r}: '{name}' must have {dim} values")
+            arr = np.asarray(rows, dtype=np.float32)
+            if not np.isfinite(arr).all():
+                raise HTTPException(422, f"'{name}' has non-finite values")
+            features[name] = arr
+        extra = sorted({n for it in req.items for n in it.features} - set(expected))
+        if extra:
+            raise HTTPException(422, f"unknown modality {extra[0]!r}; this model uses {expected}")
+        try:
+            with lock:
+                rec.add_items([it.id for it in req.items], features)
+                searcher.items_added(len(req.items))
+        except NotImplementedError as exc:
+            raise HTTPException(501, str(exc)) from None
+        except ModalrecError as exc:
+            status = 409 if "already exists" in str(exc) else 422
+            raise HTTPException(status, str(exc)) from None
+        return NewItemsResponse(added=[it.id for it in req.items], n_items=rec.n_items)
+
+    return app
+
+
+def _base_embed() -> Any:
+    from modalrec.models.base import Model
+
+    return Model.item_embeddings_from_features
