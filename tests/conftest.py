@@ -43,6 +43,11 @@ def tiny_config(seed: int = 0) -> SyntheticConfig:
         n_clusters=6,
         modality_dims={"visual": 16, "textual": 12},
         seed=seed,
+        # pinned, so the generator's defaults may move: clustered, popularity-skewed, noisy content
+        cluster_spread=0.6,
+        temperature=0.35,
+        popularity_skew=1.0,
+        modality_noise=0.3,
     )
 
 

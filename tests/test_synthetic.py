@@ -38,12 +38,24 @@ def test_modalities_are_different_views() -> None:
 def test_content_aware_model_beats_mf_on_sparse_planted_data() -> None:
     """With few interactions per item, VBPR's content features must add measurable accuracy over MF."""
     cfg = SyntheticConfig(
-        n_users=400, n_items=300, n_interactions=4000, latent_dim=8, n_clusters=6,
-        modality_dims={"visual": 16, "textual": 12}, seed=2,
+        n_users=400,
+        n_items=600,
+        n_interactions=3000,
+        latent_dim=8,
+        n_clusters=6,
+        modality_dims={"visual": 16, "textual": 12},
+        seed=2,
     )
     data = make_synthetic(cfg)
-    settings = ["train.epochs=25", "train.batch_size=256", "train.patience=100", "train.lr=0.01",
-                "eval.ks=[20]", "train.progress=false", "train.threads=1"]
+    settings = [
+        "train.epochs=25",
+        "train.batch_size=256",
+        "train.patience=100",
+        "train.lr=0.01",
+        "eval.ks=[20]",
+        "train.progress=false",
+        "train.threads=1",
+    ]
     recall = {}
     for name in ("mf", "vbpr"):
         result = train(load_config(None, settings, model_name=name), data=data)

@@ -208,7 +208,7 @@ class Trainer:
         epochs = t.epochs if model.trainable else 0
         show_bar = t.progress and sys.stderr.isatty()
         for epoch in range(start, epochs):
-            tic = time.perf_counter()
+            tic, tic_cpu = time.perf_counter(), time.process_time()
             torch.manual_seed(epoch_seed(cfg.seed, epoch))
             model.train()
             model.on_epoch_start(epoch)
@@ -232,8 +232,13 @@ class Trainer:
             for sch in schedulers:
                 sch.step()
             seconds = time.perf_counter() - tic
+            cpu_seconds = time.process_time() - tic_cpu  # CPU time of all threads: robust to a busy machine
             epoch_times.append(seconds)
-            row: dict[str, Any] = {"epoch": epoch, "seconds": round(seconds, 4)}
+            row: dict[str, Any] = {
+                "epoch": epoch,
+                "seconds": round(seconds, 4),
+                "cpu_seconds": round(cpu_seconds, 4),
+            }
             row.update({f"loss_{k}": v / max(1, n_batches) for k, v in sums.items()})
             line = f"epoch {epoch:4d} {seconds:6.2f}s " + " ".join(
                 f"{k}={v / max(1, n_batches):.4f}" for k, v in sums.items()

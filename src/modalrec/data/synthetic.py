@@ -25,14 +25,17 @@ class SyntheticConfig:
     n_interactions: int = 60000  # expected total number of interactions
     latent_dim: int = 16  # dimensionality of the planted factors
     n_clusters: int = 12  # mixture components of users and items
-    cluster_spread: float = 0.6  # within-cluster noise relative to the cluster centres
-    temperature: float = 0.35  # softmax temperature of user-item affinity (lower = more peaked)
-    popularity_skew: float = 1.0  # std of the log-popularity bias
+    cluster_spread: float = 2.0  # within-cluster noise relative to the cluster centres
+    temperature: float = 0.7  # softmax temperature of user-item affinity (lower = more peaked)
+    popularity_skew: float = 0.5  # std of the log-popularity bias
     modality_dims: dict[str, int] = field(default_factory=lambda: {"visual": 64, "textual": 48})
-    modality_noise: float = 0.3  # Gaussian noise added to each modality view
+    modality_noise: float = 0.05  # Gaussian noise added to each modality view
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     chunk_users: int = 1024  # users per affinity block (keeps memory O(chunk x items))
+    candidates: int = (
+        0  # >0: each user block draws from this many random candidate items (fast, for huge sizes)
+    )
 
 
 def _planted_factors(rng: np.random.Generator, n: int, centres: np.ndarray, spread: float) -> np.ndarray:
@@ -53,14 +56,20 @@ def make_synthetic(cfg: SyntheticConfig | None = None, name: str = "synthetic") 
     mean_len = cfg.n_interactions / cfg.n_users
     lengths = np.clip(rng.lognormal(np.log(mean_len) - 0.18, 0.6, size=cfg.n_users), 3, cfg.n_items // 2)
     lengths = np.round(lengths).astype(np.int64)
+    if 0 < cfg.candidates < cfg.n_items:
+        lengths = np.minimum(lengths, cfg.candidates)
 
     users_out, items_out = [], []
     scale = 1.0 / (cfg.temperature * np.sqrt(k))
     for start in range(0, cfg.n_users, cfg.chunk_users):
         stop = min(start + cfg.chunk_users, cfg.n_users)
-        logits = (user_f[start:stop] @ item_f.T) * scale + log_pop
+        if 0 < cfg.candidates < cfg.n_items:
+            pool = np.sort(rng.choice(cfg.n_items, size=cfg.candidates, replace=False))
+        else:
+            pool = np.arange(cfg.n_items)
+        logits = (user_f[start:stop] @ item_f[pool].T) * scale + log_pop[pool]
         gumbel = logits - np.log(-np.log(rng.random(logits.shape)))
-        top = np.argsort(-gumbel, axis=1)[:, : lengths[start:stop].max()]
+        top = pool[np.argsort(-gumbel, axis=1)[:, : min(len(pool), lengths[start:stop].max())]]
         for row, n_u in enumerate(lengths[start:stop]):
             users_out.append(np.full(n_u, start + row))
             items_out.append(top[row, :n_u])
