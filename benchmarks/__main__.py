@@ -1,0 +1,188 @@
+"""Benchmark suite entry point.
+
+    python -m benchmarks run [--models mf,lightgcn,...] [--datasets tiktok,amazon-baby,syn:10000,...]
+                             [--epochs 3] [--threads 2] [--timeout 1800]
+
+Each (model, dataset) pair runs in its own process (``benchmarks.measure``); results are appended to
+``benchmarks/results.json`` (machine-readable) and summarised in ``BENCHMARKS.md`` with a log-log plot of epoch time
+and peak memory against training interactions (``benchmarks/scaling.png``). Real datasets are read from
+``../shared/data`` beside the repository (or $MODALREC_SHARED_DATA) and skipped when absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results.json"
+REPORT = ROOT / "BENCHMARKS.md"
+DEFAULT_MODELS = "mf,lightgcn,vbpr,ngcf,sgl,lightgcn_m,slmrec,lattice,micro,mmssl"
+DEFAULT_DATASETS = "tiktok,amazon-baby,syn:10000,syn:100000,syn:1000000"
+
+
+def shared_data() -> Path:
+    env = os.environ.get("MODALREC_SHARED_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+def resolve(spec: str) -> str | None:
+    if spec.startswith("syn:"):
+        return spec
+    path = shared_data() / spec
+    return str(path) if path.is_dir() else None
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def run_one(model: str, data: str, epochs: int, threads: int, timeout: int) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.measure",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--epochs",
+        str(epochs),
+        "--threads",
+        str(threads),
+    ]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"model": model, "dataset": data, "error": f"timeout after {timeout}s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {"model": model, "dataset": data, "error": tail[:300]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    ok = [r for r in results if "error" not in r]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {info['cores']} cores, torch {info['torch']}, Python {info['python']}; "
+        f"load average at start {info['load_average']}. Produced by `python -m benchmarks run` "
+        "(see `benchmarks/__main__.py`); raw numbers in `benchmarks/results.json`.",
+        "",
+        "Wall seconds include waiting for a core on a shared machine; CPU seconds (all threads) do not.",
+        "",
+        "| model | dataset | train pairs | threads | epoch s (median) | epoch CPU s | eval s | eval / roofline "
+        "| peak RSS MiB | val R@20 after budget |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in ok:
+        lines.append(
+            f"| {r['model']} | {r['dataset']} | {r['train_interactions']:,} | {r['threads']} | "
+            f"{r['epoch_seconds_median']} | {r['epoch_cpu_seconds_median']} | {r['eval_seconds']} | "
+            f"{r['eval_over_roofline']} | {r['peak_rss_mib']} | {r['val_recall@20']} (after {r['epochs']} ep) |"
+        )
+    failed = [r for r in results if "error" in r]
+    if failed:
+        lines += ["", "Not measured:", ""]
+        lines += [f"- {r['model']} on {r['dataset']}: {r['error']}" for r in failed]
+    exponents = scaling_plot(ok)
+    if exponents:
+        lines += [
+            "",
+            "Scaling on synthetic data (fitted exponent of epoch seconds vs training interactions; "
+            "1.0 = linear):",
+            "",
+        ]
+        lines += [f"- {m}: {e:.2f}" for m, e in sorted(exponents.items())]
+        lines += ["", "![scaling](benchmarks/scaling.png)"]
+    REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def scaling_plot(results: list[dict[str, Any]]) -> dict[str, float]:
+    syn = [r for r in results if str(r["dataset"]).startswith("syn-")]
+    if not syn:
+        return {}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
+    exponents: dict[str, float] = {}
+    for model in sorted({r["model"] for r in syn}):
+        rows = sorted((r for r in syn if r["model"] == model), key=lambda r: r["train_interactions"])
+        x = np.array([r["train_interactions"] for r in rows], dtype=float)
+        t = np.array([r["epoch_seconds_median"] for r in rows], dtype=float)
+        m = np.array([r["peak_rss_mib"] for r in rows], dtype=float)
+        ax_t.plot(x, t, marker="o", label=model)
+        ax_m.plot(x, m, marker="o", label=model)
+        if len(rows) >= 2:
+            exponents[model] = float(np.polyfit(np.log(x), np.log(t), 1)[0])
+    for ax, label in ((ax_t, "seconds per epoch"), (ax_m, "peak RSS (MiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training interactions")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    ax_t.set_title("epoch time vs data size")
+    ax_m.set_title("peak memory vs data size")
+    fig.tight_layout()
+    fig.savefig(ROOT / "benchmarks" / "scaling.png", dpi=110)
+    plt.close(fig)
+    return exponents
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[1])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the suite")
+    run.add_argument("--models", default=DEFAULT_MODELS)
+    run.add_argument("--datasets", default=DEFAULT_DATASETS)
+    run.add_argument("--epochs", type=int, default=3)
+    run.add_argument("--threads", type=int, default=2)
+    run.add_argument("--timeout", type=int, default=1800, help="seconds allowed per measurement")
+    run.add_argument("--fresh", action="store_true", help="discard earlier results instead of updating them")
+    sub.add_parser("report", help="rewrite BENCHMARKS.md from benchmarks/results.json")
+    args = parser.parse_args(argv)
+    stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"machine": machine(), "results": []}
+    if args.command == "report":
+        write_report(stored["results"], stored["machine"])
+        return 0
+    info = machine()
+    results = [] if args.fresh else stored["results"]
+    for spec in args.datasets.split(","):
+        data = resolve(spec)
+        if data is None:
+            print(f"skip {spec}: not found under {shared_data()}", file=sys.stderr)
+            continue
+        for model in args.models.split(","):
+            print(f"measuring {model} on {spec} ...", file=sys.stderr, flush=True)
+            row = run_one(model, data, args.epochs, args.threads, args.timeout)
+            row["spec"] = spec
+            results = [r for r in results if not (r.get("model") == model and r.get("spec") == spec)] + [row]
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            RESULTS.write_text(json.dumps({"machine": info, "results": results}, indent=1))
+            write_report(results, info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
