@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.clcrec import CLCRec
+from modalrec.models.grcn import GRCN
 from modalrec.models.hccf import HCCF
+from modalrec.models.itemknn import ItemKNN, ItemKNNCBF
 from modalrec.models.lattice import LATTICE
 from modalrec.models.lightgcn import LightGCN
+from modalrec.models.lightgcn_m import LightGCNM
 from modalrec.models.mf import MF
 from modalrec.models.popularity import Popularity
 from modalrec.models.micro import MICRO
+from modalrec.models.mmgcl import MMGCL
+from modalrec.models.mmgcn import MMGCN
 from modalrec.models.mmssl import MMSSL
 from modalrec.models.ncl import NCL
 from modalrec.models.ngcf import NGCF
@@ -21,6 +27,13 @@ MODELS: dict[str, type[Model]] = {
     "mf": MF,
     "lightgcn": LightGCN,
     "vbpr": VBPR,
+    "lightgcn_m": LightGCNM,
+    "mmgcn": MMGCN,
+    "grcn": GRCN,
+    "clcrec": CLCRec,
+    "mmgcl": MMGCL,
+    "itemknn": ItemKNN,
+    "itemknn_cbf": ItemKNNCBF,
     "ngcf": NGCF,
     "sgl": SGL,
     "ncl": NCL,
