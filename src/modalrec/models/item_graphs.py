@@ -423,6 +423,18 @@ class ItemGraphModel(Model):
             return self.backbone.item_emb * self.warm
         return self.backbone.item_emb
 
+    def _cold_cf_embeddings(self, items: torch.Tensor, graphs: list[Edges]) -> torch.Tensor:
+        """x̃_i for items without training interactions (``content_only_cold``): their own CF embedding was
+        never trained, so it is replaced by the A-weighted mean of their warm neighbours' x̃_j over the item
+        graphs (zero when they have no warm neighbour or no graph is used). Warm rows are unchanged. [I, d]"""
+        warm_items = items * self.warm
+        if not graphs:
+            return warm_items
+        num = sum(spmm_edges(g.rows, g.cols, g.vals, warm_items, self.n_items) for g in graphs)
+        den = sum(spmm_edges(g.rows, g.cols, g.vals, self.warm, self.n_items) for g in graphs)
+        filled = torch.as_tensor(num) / torch.as_tensor(den).clamp_min(1e-12)
+        return warm_items + (1.0 - self.warm) * filled
+
     def on_epoch_start(self, epoch: int) -> None:
         """Rebuild the learned graphs Ã^m at the next forward (``graph_update="epoch"``, official code)."""
         self.item_graphs.mark_stale()
@@ -442,8 +454,7 @@ class ItemGraphModel(Model):
         if self.plugin:
             h, extras = self.item_branch()
             if self.content_only_cold:
-                # An item never seen in training has no trained CF embedding: Eq. 13 with x̃_i = 0.
-                items = items * self.warm
+                items = self._cold_cf_embeddings(items, extras.get("graphs", []))
             items = items + F.normalize(h, dim=1)
         return Embeddings(users, items, extras)
 

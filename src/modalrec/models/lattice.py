@@ -52,7 +52,9 @@ class LATTICE(ItemGraphModel):
         )
         ngcf_dropout: float = 0.1  # message dropout of the NGCF backbone
         chunk_size: int = 1024  # rows per block in the kNN search
-        content_only_cold: bool = False  # items without training interactions: x̃_i = 0 and zero ID input
+        content_only_cold: bool = (
+            False  # untrained items: zero ID input, x̃_i = mean of warm graph neighbours'
+        )
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
@@ -69,7 +71,7 @@ class LATTICE(ItemGraphModel):
         graphs = self.item_graphs.graphs()
         combined = concat_edges([g.scaled(alpha[m]) for m, g in enumerate(graphs)])
         h = propagate_edges(combined, self.id_input(), self.cfg.n_item_layers)[-1]
-        return h, {"alpha": alpha}
+        return h, {"alpha": alpha, "graphs": [combined]}
 
     @torch.no_grad()
     def item_embeddings_from_features(self, features: dict[str, np.ndarray]) -> torch.Tensor:

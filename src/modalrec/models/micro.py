@@ -84,7 +84,9 @@ class MICRO(ItemGraphModel):
         )
         ngcf_dropout: float = 0.1  # message dropout of the NGCF backbone
         chunk_size: int = 1024  # rows per block in kNN search and in L_C
-        content_only_cold: bool = False  # items without training interactions: x̃_i = 0 and zero ID input
+        content_only_cold: bool = (
+            False  # untrained items: zero ID input, x̃_i = mean of warm graph neighbours'
+        )
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
@@ -98,7 +100,7 @@ class MICRO(ItemGraphModel):
         return [self.id_input()] * self.item_graphs.n_modalities
 
     def item_branch(self) -> tuple[torch.Tensor, dict[str, Any]]:
-        """h (Eq. 9) [I, d]; extras: per-modality views h^m [I, d] and attention weights α [I, M]."""
+        """h (Eq. 9) [I, d]; extras: views h^m [I, d], attention weights α [I, M], the graphs A^m."""
         transformed = self.item_graphs.transformed()
         inputs = self._inputs(transformed)
         if self.cfg.use_graph:
@@ -107,9 +109,9 @@ class MICRO(ItemGraphModel):
                 propagate_edges(g, x, self.cfg.n_item_layers)[-1] for g, x in zip(graphs, inputs, strict=True)
             ]
         else:
-            views = inputs
+            graphs, views = [], inputs
         fused, alpha = self.fusion(views)
-        return fused, {"views": views, "fused": fused, "alpha": alpha}
+        return fused, {"views": views, "fused": fused, "alpha": alpha, "graphs": graphs}
 
     def extra_losses(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
         """β L_C (Eqs. 10-12, 16) over all items, or over ``cl_items`` random items."""
