@@ -112,3 +112,13 @@ def test_user_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["tune", "--model", "mf", "--trials", "1", "--space", str(bad), *TINY]) == 2
     assert "low > high" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+
+
+def test_ablate_variant_vs_full(tmp_path: Path) -> None:
+    out = tmp_path / "ablate"
+    args = ["-q", "ablate", "--model", "lattice", "--variants", "CF", "--seeds", "1", "--jobs", "1"]
+    assert main([*args, "--out", str(out), *TINY, "--set", "train.epochs=1"]) == 0
+    assert {p.parent.parent.name for p in out.rglob("metrics.json")} == {"CF", "lattice"}
+    table = (out / "table.md").read_text()
+    assert "| CF | 1 |" in table and "| lattice | 1 |" in table
+    assert "Each row against `lattice`" in table

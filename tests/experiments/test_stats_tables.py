@@ -10,7 +10,7 @@ import pytest
 from modalrec.experiments.report import markdown_to_html
 from modalrec.experiments.results import RunRecord, results_rows
 from modalrec.experiments.stats import paired_ttest, relative_improvement, summarize
-from modalrec.experiments.tables import comparison_table, format_p, group_table
+from modalrec.experiments.tables import comparison_table, format_p, group_table, reference_table
 
 
 def test_summarize_sample_std() -> None:
@@ -111,3 +111,10 @@ def test_markdown_to_html_table_and_marks() -> None:
     assert "<h1>T</h1>" in html
     assert "<td><b>1</b></td>" in html and "<td><u>2</u></td>" in html
     assert "---" not in html
+
+
+def test_reference_table_hand_example() -> None:
+    md = reference_table(_records()[:6], "a", ("recall@20",))
+    row = next(line for line in md.splitlines() if line.startswith("| b "))
+    p = 1 - math.sqrt(12 / 14)
+    assert row == f"| b | {(0.10 - 0.12) / 0.12 * 100:+.2f}% | {p:.3f} |"  # -16.67%

@@ -264,6 +264,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     jobs = args.jobs or experiment.get("jobs") or available_cores()
     opts = ReportOptions(
         title=f"Ablation of {args.model} on {_data_name(base)}",
+        reference=args.model,
         command=_command_line(
             "ablate", args, ["model", "variants", "data", "seeds", "config", "protocol", "out"]
         ),

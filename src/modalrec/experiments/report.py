@@ -14,7 +14,13 @@ from pathlib import Path
 
 from modalrec.experiments.plots import plot_groups, plot_validation_curves
 from modalrec.experiments.results import RunRecord, collect_runs, results_csv
-from modalrec.experiments.tables import comparison_table, group_table, metric_title, runs_table
+from modalrec.experiments.tables import (
+    comparison_table,
+    group_table,
+    metric_title,
+    reference_table,
+    runs_table,
+)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -35,6 +41,7 @@ class ReportOptions:
     curve_metric: str = "recall@20"  # validation curves (Figure 3)
     group_metric: str = "recall@20"  # user-group breakdown (Table 4)
     notes: list[str] = field(default_factory=list)  # extra markdown paragraphs (e.g. failed runs)
+    reference: str | None = None  # ablations: compare every variant with this label (the full model)
 
 
 def describe_protocol(proto: object) -> str:
@@ -69,6 +76,10 @@ def build_markdown(records: Sequence[RunRecord], opts: ReportOptions) -> str:
         "between the best and the second. Epochs were chosen on validation only.",
         "",
         comparison_table(records, opts.metrics, opts.ks),
+    ]
+    if opts.reference:
+        parts += [reference_table(records, opts.reference, (opts.group_metric, "ndcg@20"))]
+    parts += [
         "## By user interaction count (MMSSL Table 4)",
         "",
         group_table(records, opts.group_metric),

@@ -189,3 +189,34 @@ def runs_table(records: Sequence[RunRecord], statuses: dict[str, str] | None = N
             f"{r.run_dir} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def reference_table(
+    records: Sequence[RunRecord],
+    reference: str,
+    keys: Sequence[str] = ("recall@20", "ndcg@20"),
+    split: str = "test",
+) -> str:
+    """Ablation view: every other label against ``reference`` (the full model) — relative change of the mean and
+    the paired t-test p-value over shared seeds, per metric."""
+    labels = [lab for lab in labels_in_order(list(records)) if lab != reference]
+    if not labels:
+        return ""
+    head = " | ".join(f"{metric_title(k)} change | p" for k in keys)
+    lines = [
+        f"Each row against `{reference}` (change of the mean; two-sided paired t-test over shared seeds)",
+        "",
+        f"| variant | {head} |",
+        "|---|" + "---:|---:|" * len(keys),
+    ]
+    for lab in labels:
+        cells = []
+        for k in keys:
+            a = _values_by_seed(records, lab, split, k)
+            ref = _values_by_seed(records, reference, split, k)
+            change = relative_improvement(summarize(list(a.values()))[0], summarize(list(ref.values()))[0])
+            common = sorted(set(a) & set(ref))
+            p = paired_ttest([a[s] for s in common], [ref[s] for s in common])
+            cells += [f"{change * 100:+.2f}%" if math.isfinite(change) else "n/a", format_p(p)]
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
