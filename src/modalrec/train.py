@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from modalrec.checkpoint import atomic_write_text, load_checkpoint, load_state, save_checkpoint
-from modalrec.config import RunConfig, build_model_config, dump_config
+from modalrec.config import RunConfig, build_model_config, check_against_data, dump_config
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import BPRSampler
 from modalrec.data.source import dataset_from_config
@@ -112,7 +112,7 @@ class Trainer:
         set_threads(cfg.train.threads)
         self.device = resolve_device(cfg.device)
         self.data = data if data is not None else dataset_from_config(cfg.data, cfg.seed)
-        cfg.eval.validate(self.data.n_items)
+        check_against_data(cfg, self.data.n_items, self.data.modalities)  # before the model is built
         self.model = build_model(cfg, self.data, self.device)
         self.history: list[dict[str, Any]] = []
         self._file_handler: logging.Handler | None = None
@@ -166,6 +166,9 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------------------------------
     def fit(self) -> RunResult:
         """Train with early stopping, restore the best state, evaluate test once, write the run folder."""
+        from modalrec.distributed import maybe_distribute
+
+        maybe_distribute(self)  # one rank of a data-parallel run when started by torchrun; else nothing
         self._start_logging()
         try:
             return self._fit()

@@ -1,0 +1,97 @@
+"""Data-parallel training: 2 CPU processes (torchrun, gloo) match one process with the same global batch."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from modalrec.checkpoint import load_checkpoint
+from modalrec.cli import main
+from modalrec.data import Dataset, save_dataset
+from modalrec.distributed import shard_bounds
+
+# Global batch 999 on ~4,800 training pairs (uneven shards 500/499): 5 steps per epoch, 3 epochs, validation
+# every epoch.
+ARGS = [
+    "--model", "lightgcn",
+    "--set", "train.epochs=3",
+    "--set", "train.batch_size=999",
+    "--set", "train.threads=1",
+    "--set", "train.patience=10",
+    "--set", "eval.ks=[20]",
+]  # fmt: skip
+# Stated tolerance: replicas differ from one process only by the order of floating-point sums.
+ATOL = 1e-5
+
+
+def test_shard_bounds_cover_the_batch() -> None:
+    for n, world in ((10, 3), (2, 4), (1000, 2), (0, 2)):
+        spans = [shard_bounds(n, r, world) for r in range(world)]
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+        assert max(h - lo for lo, h in spans) - min(h - lo for lo, h in spans) <= 1
+
+
+def test_train_step_wrapper_shards_and_weights(tiny: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 1 of 2 trains on the second half of the batch; logged terms are weighted by n_r / N."""
+    import modalrec.distributed as d
+    from modalrec.data.sampling import Batch
+
+    calls: list[torch.Tensor] = []
+
+    class Fake:
+        def train_step(
+            self, batch: Batch, optimizers: list, grad_clip: float | None = None
+        ) -> dict[str, float]:
+            calls.append(batch.users)
+            return {"bpr": 2.0}
+
+    reduced: list[torch.Tensor] = []
+    monkeypatch.setattr(d.dist, "all_reduce", lambda t: reduced.append(t.clone()))
+    model, state = Fake(), d._State(rank=1, world=2)
+    d._wrap_train_step(model, state)
+    batch = Batch(torch.arange(5), torch.arange(5), torch.arange(5))
+    out = model.train_step(batch, [], None)
+    assert calls[0].tolist() == [3, 4] and state.weight == pytest.approx(2 / 5)
+    assert out["bpr"] == pytest.approx(2.0 * 2 / 5)  # this rank's share of the global mean
+    # a batch smaller than the world: the rank computes on it but contributes weight 0
+    model = Fake()
+    d._wrap_train_step(model, d._State(rank=1, world=2))
+    model.train_step(Batch(torch.arange(1), torch.arange(1), torch.arange(1)), [], None)
+    assert calls[-1].tolist() == [0] and reduced[-1].tolist() == [0.0]
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    with (run / "history.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_two_processes_match_one(tiny: Dataset, tmp_path: Path) -> None:
+    data = save_dataset(tiny, tmp_path / "tiny")
+    single = tmp_path / "single"
+    assert main(["-q", "train", "--data", str(data), "--out", str(single), *ARGS]) == 0
+
+    ddp = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "modalrec", "-q", "train", "--data", str(data), "--out", str(ddp), *ARGS]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run folder:") == 1  # only rank 0 reports and writes
+
+    a = load_checkpoint(single / "checkpoint.pt")
+    b = load_checkpoint(ddp / "checkpoint.pt")
+    assert a["epoch"] == b["epoch"]
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value, b["state_dict"][key], atol=ATOL), key
+    for row_a, row_b in zip(_history(single), _history(ddp), strict=True):
+        for key in ("loss_bpr", "loss_reg", "val_recall@20"):
+            assert float(row_a[key]) == pytest.approx(float(row_b[key]), abs=ATOL), key
+    assert not list(tmp_path.glob("ddp/last.pt"))
