@@ -7,6 +7,7 @@ previous file intact.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ModalrecError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except pickle.UnpicklingError as exc:
+        # weights_only=True refused a Python object: never unpickle it. Keep the first line of torch's text.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModalrecError(
-            f"{path}: not a readable modalrec checkpoint ({type(exc).__name__}: {exc})"
+            f"{path}: not a readable modalrec checkpoint (refused by weights_only=True: it holds Python objects "
+            f"other than tensors, numbers, strings and containers; {first[:200]})"
+        ) from None
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise ModalrecError(
+            f"{path}: not a readable modalrec checkpoint ({type(exc).__name__}: {text})"
         ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise ModalrecError(f"{path}: not a modalrec checkpoint (no state_dict)")

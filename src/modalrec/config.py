@@ -252,8 +252,12 @@ def validate(cfg: RunConfig) -> None:
     t = cfg.train
     if t.epochs < 0 or t.batch_size < 1 or t.patience < 1 or t.eval_every < 1:
         raise ConfigError("train.epochs must be >= 0 and train.batch_size, patience, eval_every >= 1")
-    if t.lr <= 0:
-        raise ConfigError(f"train.lr must be positive, got {t.lr}")
+    if not 0 < t.lr < 1e6:  # also refuses nan/inf; an absurd lr overflows inside the optimiser
+        raise ConfigError(f"train.lr must be positive (and below 1e6), got {t.lr}")
+    for name in ("weight_decay", "grad_clip", "lr_gamma"):
+        value = getattr(t, name)
+        if not 0 <= value < float("inf"):
+            raise ConfigError(f"train.{name} must be a finite number >= 0, got {value}")
     if t.optimizer not in ("adam", "adamw"):
         raise ConfigError(f"train.optimizer must be 'adam' or 'adamw', not {t.optimizer!r}")
     if t.lr_schedule not in ("none", "step", "cosine"):
@@ -265,6 +269,34 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.split not in ("ratio", "loo", "temporal", "cold-start"):
         raise ConfigError(f"data.split must be ratio|loo|temporal|cold-start, not {cfg.data.split!r}")
     cfg.eval.validate()
+
+
+def check_against_data(cfg: RunConfig, n_items: int, modalities: list[str]) -> None:
+    """Checks that need the dataset, run before the model is built: K vs catalogue size, modalities vs model.
+
+    Args:
+        cfg: the run configuration.
+        n_items: catalogue size of the loaded dataset.
+        modalities: the dataset's modality names after ``data.modalities`` was applied.
+    """
+    from modalrec.models import MODELS
+
+    cfg.eval.validate(n_items)
+    needs = MODELS[cfg.model_name].modalities
+    if needs == "any" and not modalities:
+        id_only = [name for name, cls in MODELS.items() if cls.modalities in ((), "optional")]
+        why = "data.modalities is empty" if cfg.data.modalities == [] else "the dataset has no feature files"
+        raise ConfigError(
+            f"model '{cfg.model_name}' needs at least one item modality but {why}; add <modality>.npy features "
+            f"or pick a model that needs none: {', '.join(id_only)}"
+        )
+    if isinstance(needs, tuple) and needs:
+        missing = [m for m in needs if m not in modalities]
+        if missing:
+            raise ConfigError(
+                f"model '{cfg.model_name}' needs modalities {list(needs)}; the data lacks {missing} "
+                f"(it has {modalities})"
+            )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **top: Any) -> RunConfig:

@@ -86,6 +86,24 @@ def auto_chunk(n_items: int, budget_floats: int = 1 << 25) -> int:
     return int(max(16, min(8192, budget_floats // max(1, n_items))))
 
 
+# Bytes per evaluated user and catalogue item: float32 scores, their masked/top-k temporaries (float32) and the
+# boolean truth row.
+EVAL_BYTES_PER_ITEM = 4 + 4 + 1
+
+
+def eval_chunk_size(n_items: int, requested: int = 0) -> int:
+    """Users per score block: ``requested`` (eval.chunk_size) or automatic, reduced to fit the memory budget.
+
+    Raises ModalrecError, before any allocation, when one user's [I] row does not fit $MODALREC_MEMORY_BUDGET.
+    """
+    from modalrec.graph import fit_chunk
+
+    wanted = requested or auto_chunk(n_items)
+    return fit_chunk(
+        n_items * EVAL_BYTES_PER_ITEM, wanted, f"evaluation over {n_items} items", "eval.chunk_size"
+    )
+
+
 def _mask_rows(scores: torch.Tensor, mat: sp.csr_matrix, users: np.ndarray) -> None:
     sub = mat[users]
     rows = np.repeat(np.arange(len(users)), np.diff(sub.indptr))
@@ -118,7 +136,7 @@ def evaluate(
         emb = emb if emb is not None else model()
         users_all = np.flatnonzero(np.diff(target.indptr) > 0)
         kmax = max(cfg.ks)
-        chunk = cfg.chunk_size or auto_chunk(data.n_items)
+        chunk = eval_chunk_size(data.n_items, cfg.chunk_size)
         sums: dict[str, float] = {}
         per: dict[str, list[np.ndarray]] = {}
         device = emb.items.device

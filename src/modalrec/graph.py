@@ -6,11 +6,14 @@ in row chunks whose similarity block is [chunk, I].
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from modalrec.errors import ModalrecError
 
 
 def scipy_to_torch(mat: sp.spmatrix, layout: str = "csr") -> torch.Tensor:
@@ -142,6 +145,10 @@ def knn_edges(
     """
     n = emb.shape[0]
     k = min(k, n - 1 if exclude_self else n)
+    # one block row: the [n] similarity row, its self-masked copy and the top-k workspace (float32 + int64)
+    chunk_size = fit_chunk(
+        n * emb.element_size() * 3 + k * 12, chunk_size, f"the kNN graph over {n} items", ""
+    )
     unit = torch.nn.functional.normalize(emb, dim=1)
     all_cols, all_vals = [], []
     for start in range(0, n, chunk_size):
@@ -246,3 +253,65 @@ def sparse_cosine_knn_edges(
     vals = torch.cat(all_vals) if all_vals else torch.zeros(0)
     keep = vals > 0
     return rows[keep], cols[keep], vals[keep]
+
+
+# ---- memory budget for chunked blocks ---------------------------------------------------------------------------
+
+MEMORY_ENV = "MODALREC_MEMORY_BUDGET"
+
+
+def memory_budget() -> int:
+    """Bytes one chunked block may use: $MODALREC_MEMORY_BUDGET (e.g. "512M", "2G", "1500000"), else half of
+    the memory the OS reports available (2 GiB when unknown)."""
+    raw = os.environ.get(MEMORY_ENV, "").strip()
+    if raw:
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+        text = raw.upper().removesuffix("B").removesuffix("I")
+        try:
+            if text and text[-1] in units:
+                return max(1, int(float(text[:-1]) * units[text[-1]]))
+            return max(1, int(float(text)))
+        except ValueError:
+            raise ModalrecError(f"{MEMORY_ENV}={raw!r} is not a size such as 512M or 2G") from None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return 2 << 30
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def fit_chunk(row_bytes: int, wanted: int, what: str, setting: str) -> int:
+    """Rows per block so that ``rows * row_bytes`` fits the memory budget, at most ``wanted``.
+
+    Fails early (before allocating) when not even one row fits, naming the setting to change.
+
+    Args:
+        row_bytes: estimated bytes one row of the block needs (including temporaries).
+        wanted: the requested or default number of rows per block.
+        what: what is being computed, for the message.
+        setting: the configuration field that sets the chunk size, for the message.
+    """
+    budget = memory_budget()
+    if row_bytes > budget:
+        raise ModalrecError(
+            f"{what} needs about {_size(row_bytes)} per row but the memory budget is "
+            f"{_size(budget)}; raise {MEMORY_ENV} (e.g. {MEMORY_ENV}=4G) or use a smaller catalogue"
+        )
+    fitted = max(1, min(int(wanted), budget // max(1, row_bytes)))
+    if setting and fitted < wanted:
+        import logging
+
+        logging.getLogger(__name__).debug(
+            "%s: %s=%d does not fit %s=%d bytes; using %d", what, setting, wanted, MEMORY_ENV, budget, fitted
+        )
+    return fitted

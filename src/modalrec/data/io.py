@@ -123,6 +123,8 @@ def read_interactions_csv(path: Path, delimiter: str = ",") -> Interactions:
                 u, i = row[iu].strip(), row[ii].strip()
                 if not u or not i:
                     raise DataError("empty user or item id", path, line_no)
+                if "\x00" in u or "\x00" in i:
+                    raise DataError("user or item id contains a NUL character", path, line_no)
                 users.append(u)
                 items.append(i)
                 rows.append(line_no)
@@ -137,7 +139,7 @@ def read_interactions_csv(path: Path, delimiter: str = ",") -> Interactions:
         except UnicodeDecodeError:
             raise DataError("file is not valid UTF-8 text", path) from None
         except csv.Error as exc:
-            raise DataError(f"malformed CSV: {exc}", path, reader.line_num) from None
+            raise DataError(f"malformed CSV: {_one_line(exc)}", path, max(1, reader.line_num)) from None
     ts = np.asarray(times, dtype=np.float64) if times else None
     return Interactions(users, items, ts, rows, path)
 
@@ -162,6 +164,8 @@ def read_item_list(path: Path) -> list[str]:
                 if len(row) <= col or not row[col].strip():
                     raise DataError("missing item id", path, line_no)
                 item = row[col].strip()
+                if "\x00" in item:
+                    raise DataError("item id contains a NUL character", path, line_no)
                 if item in seen:
                     raise DataError(f"item {item!r} listed twice (first on line {seen[item]})", path, line_no)
                 seen[item] = line_no
@@ -169,29 +173,73 @@ def read_item_list(path: Path) -> list[str]:
         except UnicodeDecodeError:
             raise DataError("file is not valid UTF-8 text", path) from None
         except csv.Error as exc:
-            raise DataError(f"malformed CSV: {exc}", path, reader.line_num) from None
+            raise DataError(f"malformed CSV: {_one_line(exc)}", path, max(1, reader.line_num)) from None
     if not ids:
         raise DataError("no items listed", path)
     return ids
 
 
+def _one_line(text: object) -> str:
+    """Collapse an exception text onto one line (DataError messages are always one line)."""
+    return " ".join(str(text).split())
+
+
+def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a .npy file from its header alone (no data read, nothing unpickled).
+
+    Rejects object dtypes (pickles), non-numeric or complex dtypes and files shorter than their header claims,
+    so a lying or malicious file fails here before any large allocation.
+    """
+    try:
+        with path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise DataError(f"unsupported .npy format version {version}", path)
+            offset = fh.tell()
+    except OSError as exc:
+        raise DataError(f"cannot read file: {exc.strerror}", path) from None
+    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise DataError(f"not a readable .npy array ({_one_line(exc)})", path) from None
+    if dtype.hasobject:
+        raise DataError("holds Python objects (a pickle); only numeric arrays are accepted", path)
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise DataError(f"feature array has non-numeric dtype {dtype}", path)
+    n_bytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if path.stat().st_size < offset + n_bytes:
+        raise DataError(f"file is truncated: header says shape {shape} but the data is shorter", path)
+    return tuple(int(v) for v in shape), dtype
+
+
+def feature_rows(path: Path) -> int:
+    """Number of rows (items) of a .npy feature file, read from its validated header."""
+    shape, _ = read_npy_header(path)
+    if len(shape) not in (1, 2):
+        raise DataError(f"feature array must be 2-D [items, dim], got shape {shape}", path)
+    return shape[0]
+
+
 def load_feature_file(path: Path, n_items: int) -> np.ndarray:
     """Load a [n_items, d] float matrix from .npy; checks shape, dtype and finiteness (naming the bad row)."""
+    shape, _ = read_npy_header(path)
+    if len(shape) == 1:
+        shape = (shape[0], 1)
+    if len(shape) != 2:
+        raise DataError(f"feature array must be 2-D [items, dim], got shape {shape}", path)
+    if shape[0] != n_items:
+        raise DataError(f"has {shape[0]} rows but the dataset has {n_items} items (one row per item)", path)
+    if shape[1] < 1:
+        raise DataError(f"feature array has shape {shape}: no feature columns", path)
     try:
         arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"not a readable .npy array ({exc})", path) from None
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        raise DataError(f"feature array must be 2-D [items, dim], got shape {arr.shape}", path)
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise DataError(f"feature array has non-numeric dtype {arr.dtype}", path)
-    if arr.shape[0] != n_items:
-        raise DataError(
-            f"has {arr.shape[0]} rows but the dataset has {n_items} items (one row per item)", path
-        )
-    arr = arr.astype(np.float32)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"not a readable .npy array ({_one_line(exc)})", path) from None
+    arr = arr.reshape(shape)
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = arr.astype(np.float32)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -202,10 +250,17 @@ def load_feature_file(path: Path, n_items: int) -> np.ndarray:
 # ---- index building -------------------------------------------------------------------------------------------
 
 
-def _natural_key(raw: str) -> tuple[tuple[int, int | str], ...]:
+_DIGITS = re.compile(r"\d+")
+
+
+def _natural_key(raw: str) -> tuple[tuple[int, int | str] | tuple[int, int, str], ...]:
     """'u10' -> (('u'), 10): digit runs compare as numbers, so u2 < u10 and 9 < 10."""
     parts = re.split(r"(\d+)", raw)
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts if p)
+    # Compare digit runs by (length without leading zeros, digits): numeric order for numbers of any length,
+    # without int() (which refuses > 4300 digits).
+    return tuple(
+        (0, len(p.lstrip("0")), p.lstrip("0")) if _DIGITS.fullmatch(p) else (1, p) for p in parts if p
+    )
 
 
 def _sorted_ids(ids: list[str] | set[str]) -> list[str]:
@@ -269,6 +324,26 @@ def _check_splits(
             )
 
 
+MAX_ITEM_INDEX = 2**31 - 2  # item indices must fit int32 sparse indices
+MAX_UNUSED_ITEMS = 1_000_000  # without feature files, at most this many indices may be unused (gaps)
+
+
+def _check_catalogue_size(max_item: int, n_distinct: int, path: Path, row: int | None = None) -> None:
+    """Index-based formats size the catalogue as max index + 1: refuse ids that would make it absurdly large.
+
+    With feature files the row count fixes the catalogue instead; without them, an index far beyond the number of
+    distinct items (e.g. a raw id such as 10**12 where 0-based indices are expected) would allocate a huge
+    catalogue of never-seen items.
+    """
+    if max_item > MAX_ITEM_INDEX or max_item + 1 - n_distinct > MAX_UNUSED_ITEMS:
+        raise DataError(
+            f"item index {max_item} is implausibly large for {n_distinct} distinct items: this format expects "
+            "0-based item indices (re-index the items, or add *_feat.npy files that fix the catalogue size)",
+            path,
+            row,
+        )
+
+
 # ---- formats --------------------------------------------------------------------------------------------------
 
 
@@ -317,17 +392,40 @@ def _load_canonical(folder: Path, split: SplitOptions) -> Dataset:
     return Dataset(folder.name, np.array(user_ids), np.array(item_ids), train, val, test, features)
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
 def _read_json_split(path: Path) -> dict[str, list[int]]:
     try:
         with path.open(encoding="utf-8") as fh:
-            data = json.load(fh)
+            data = json.load(fh, object_pairs_hook=_no_duplicate_keys)
+    except OSError as exc:
+        raise DataError(f"cannot read file: {exc.strerror}", path) from None
     except json.JSONDecodeError as exc:
-        raise DataError(f"malformed JSON: {exc.msg}", path, exc.lineno) from None
+        raise DataError(f"malformed JSON: {exc.msg}", path, max(1, exc.lineno)) from None
     except UnicodeDecodeError:
         raise DataError("file is not valid UTF-8 text", path) from None
+    except _DuplicateKey as exc:
+        raise DataError(f"user {exc.args[0]!r} is listed twice", path) from None
+    except RecursionError:
+        raise DataError("JSON is nested too deeply", path) from None
+    except ValueError as exc:  # e.g. an integer with more than 4300 digits
+        raise DataError(f"malformed JSON: {_one_line(exc)}", path) from None
     if not isinstance(data, dict):
         raise DataError("expected a JSON object mapping user -> list of item indices", path)
     for user, items in data.items():
+        if not user.strip() or "\x00" in user:
+            raise DataError(f"empty user id or user id with a NUL character: {user!r}", path)
         if not isinstance(items, list) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in items
         ):
@@ -349,11 +447,17 @@ def _load_mmssl(folder: Path) -> Dataset:
     feat_files = sorted(folder.glob("*_feat.npy"))
     n_items = max_item + 1
     if feat_files:
-        n_items = np.load(feat_files[0], mmap_mode="r").shape[0]
+        n_items = feature_rows(feat_files[0])
         if max_item >= n_items:
             raise DataError(
                 f"item index {max_item} is out of range for {n_items} feature rows", feat_files[0]
             )
+    elif max_item >= 0:
+        distinct = {i for s in splits.values() for v in s.values() for i in v}
+        where = next(
+            part for part in ("train", "val", "test") for v in splits[part].values() if max_item in v
+        )
+        _check_catalogue_size(max_item, len(distinct), folder / f"{where}.json")
     user_index = {u: k for k, u in enumerate(user_ids)}
     mats = []
     for part in ("train", "val", "test"):
@@ -396,6 +500,10 @@ def _load_mmrec(folder: Path) -> Dataset:
                     raise DataError(f"x_label must be 0, 1 or 2, not {label}", path, line_no)
                 if item < 0:
                     raise DataError(f"negative itemID {item}", path, line_no)
+                if item > MAX_ITEM_INDEX:
+                    raise DataError(f"itemID {item} is too large (limit {MAX_ITEM_INDEX})", path, line_no)
+                if not row[iu].strip() or "\x00" in row[iu]:
+                    raise DataError("empty userID or userID with a NUL character", path, line_no)
                 users.append(row[iu].strip())
                 items.append(item)
                 labels.append(label)
@@ -403,7 +511,7 @@ def _load_mmrec(folder: Path) -> Dataset:
         except UnicodeDecodeError:
             raise DataError("file is not valid UTF-8 text", path) from None
         except csv.Error as exc:
-            raise DataError(f"malformed TSV: {exc}", path, reader.line_num) from None
+            raise DataError(f"malformed TSV: {_one_line(exc)}", path, max(1, reader.line_num)) from None
     if not users:
         raise DataError("no interactions found", path)
     user_ids = _sorted_ids(set(users))
@@ -411,10 +519,12 @@ def _load_mmrec(folder: Path) -> Dataset:
     n_items = max(items) + 1
     feat_files = sorted(folder.glob("*_feat.npy"))
     if feat_files:
-        n_feat = np.load(feat_files[0], mmap_mode="r").shape[0]
+        n_feat = feature_rows(feat_files[0])
         if n_items > n_feat:
             raise DataError(f"itemID {n_items - 1} is out of range for {n_feat} feature rows", feat_files[0])
         n_items = n_feat
+    else:
+        _check_catalogue_size(n_items - 1, len(set(items)), path, rows[items.index(n_items - 1)])
     u_arr = np.array([user_index[u] for u in users], dtype=np.int64)
     i_arr = np.asarray(items, dtype=np.int64)
     lab = np.asarray(labels)
