@@ -173,3 +173,11 @@ def test_faiss_search_agrees_with_exact(tiny: Dataset) -> None:
         got = [[x["item"] for x in res["items"]] for res in r.json()["results"]]
     overlap = np.mean([len(set(g) & {i for i, _ in e}) / 10 for g, e in zip(got, exact, strict=True)])
     assert overlap >= 0.9  # HNSW on 200 items is near exact
+
+
+def test_loadtest_refuses_non_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    from modalrec.serving.loadtest import main, percentile
+
+    assert main(["--url", "http://10.1.2.3:8000", "--run", "unused"]) == 2
+    assert "only targets loopback" in capsys.readouterr().err
+    assert percentile(list(range(1, 101)), 99) == 99 and percentile([7.0], 50) == 7.0
