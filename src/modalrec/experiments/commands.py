@@ -85,6 +85,8 @@ def add_commands(sub: Any) -> dict[str, Any]:
     p.add_argument("run_dirs", nargs="+", help="run folders or folders containing them")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--title", default="modalrec report")
+    p.add_argument("--reference", default=None, help="label to compare every other label with (ablations)")
+    p.add_argument("--command", default="", help="the command that produced the runs, shown in the report")
     return {"compare": cmd_compare, "ablate": cmd_ablate, "tune": cmd_tune, "report": cmd_report}
 
 
@@ -174,6 +176,8 @@ def _print_outcome(o: RunOutcome) -> None:
 def _run_and_report(
     specs: list[RunSpec], jobs: int | None, out: Path, opts: ReportOptions, labels: list[str]
 ) -> int:
+    # Seed-major order: an interrupted grid still has every model with its first seeds.
+    specs = sorted(specs, key=lambda s: (s.seed, labels.index(s.label)))
     outcomes = run_grid(specs, jobs, on_done=_print_outcome)
     ok = [o for o in outcomes if o.status != "failed"]
     failed = [o for o in outcomes if o.status == "failed"]
@@ -308,7 +312,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Rebuild a report folder from existing run folders."""
-    table = build_report(args.run_dirs, Path(args.out), ReportOptions(title=args.title))
+    opts = ReportOptions(title=args.title, reference=args.reference, command=args.command)
+    table = build_report(args.run_dirs, Path(args.out), opts)
     print(f"wrote {table}, {Path(args.out) / 'report.html'}")
     return 0
 

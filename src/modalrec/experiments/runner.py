@@ -234,7 +234,10 @@ def run_grid(
 
     def work(item: tuple[int, RunSpec, str]) -> None:
         i, spec, mode = item
-        outcome = _run_one(spec, mode, int(spec.config["train"]["threads"]))
+        if (spec.run_dir / "metrics.json").exists():  # finished meanwhile (e.g. by another invocation)
+            outcome = RunOutcome(spec, "reused")
+        else:
+            outcome = _run_one(spec, mode, int(spec.config["train"]["threads"]))
         outcomes[i] = outcome
         if on_done:
             on_done(outcome)
@@ -242,7 +245,10 @@ def run_grid(
     if todo and jobs == 1:
         cache: dict[str, Any] = {}
         for i, spec, mode in todo:
-            outcomes[i] = _run_in_process(spec, mode, cache)
+            if (spec.run_dir / "metrics.json").exists():  # finished meanwhile (e.g. by another invocation)
+                outcomes[i] = RunOutcome(spec, "reused")
+            else:
+                outcomes[i] = _run_in_process(spec, mode, cache)
             if on_done:
                 on_done(outcomes[i])  # type: ignore[arg-type]
     elif todo:
