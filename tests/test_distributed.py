@@ -14,8 +14,10 @@ import torch
 
 from modalrec.checkpoint import load_checkpoint
 from modalrec.cli import main
+from modalrec.config import load_config
 from modalrec.data import Dataset, save_dataset
 from modalrec.distributed import shard_bounds
+from modalrec.train import Trainer
 
 # Global batch 999 on ~4,800 training pairs (uneven shards 500/499): 5 steps per epoch, 3 epochs, validation
 # every epoch.
@@ -95,3 +97,24 @@ def test_two_processes_match_one(tiny: Dataset, tmp_path: Path) -> None:
         for key in ("loss_bpr", "loss_reg", "val_recall@20"):
             assert float(row_a[key]) == pytest.approx(float(row_b[key]), abs=ATOL), key
     assert not list(tmp_path.glob("ddp/last.pt"))
+
+    # Resume: a single-process run interrupted after epoch 0, resumed by 2 ranks from its last.pt.
+    overrides = [a for a in ARGS[2:] if a != "--set"]
+    cfg = load_config(None, overrides, model_name="lightgcn", data_path=str(data))
+    trainer = Trainer(cfg, out=tmp_path / "cut")
+
+    def stop_at_epoch_1(epoch: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    trainer.model.on_epoch_start = stop_at_epoch_1  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert (tmp_path / "cut" / "last.pt").exists()
+    cmd[cmd.index(str(ddp))] = str(tmp_path / "cut")
+    proc = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert c["epoch"] == a["epoch"]
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value, c["state_dict"][key], atol=ATOL), key
