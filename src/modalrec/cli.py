@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--out", default=None, help="run folder (default runs/<model>_<data>_seed<N>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--ddp",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train data-parallel on N local processes (torchrun; gloo on CPU, nccl on GPU)",
+    )
 
     p = sub.add_parser("evaluate", help="re-evaluate a saved run")
     p.add_argument("--run", required=True, help="run folder")
@@ -154,6 +161,13 @@ def _run_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from modalrec.train import Trainer, default_run_dir
+
+    if args.ddp:
+        from modalrec.distributed import launch
+
+        argv = list(args.argv)
+        i = argv.index("--ddp")
+        return launch(args.ddp, argv[:i] + argv[i + 2 :])
 
     cfg = _run_config(args)
     if args.resume and not args.out:
@@ -310,10 +324,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``modalrec`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args.argv = raw[raw.index(args.command) + 1 :] if args.command in raw else raw
     level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     for log_handler in logging.getLogger().handlers:
-        log_handler.setLevel(level)  # records of INFO-level loggers still propagate here; -q must silence them
+        log_handler.setLevel(
+            level
+        )  # records of INFO-level loggers still propagate here; -q must silence them
     try:
         command = COMMANDS.get(args.command) or _EXTENSION_HANDLERS[args.command]
         return int(command(args))

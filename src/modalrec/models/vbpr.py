@@ -37,6 +37,7 @@ class VBPR(Model):
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
         half = cfg.embed_dim // 2
+        self.modality_names = list(data.modalities)
         feats = np.concatenate([data.features[m] for m in data.modalities], axis=1)
         self.register_buffer("features", torch.from_numpy(feats.astype(np.float32)), persistent=False)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, 2 * half)))
@@ -60,6 +61,21 @@ class VBPR(Model):
         if emb.extras:
             scores = scores + emb.extras["item_bias"].unsqueeze(0)
         return scores
+
+    def item_embeddings_from_features(self, features: dict[str, np.ndarray]) -> torch.Tensor:
+        """Cold items ([n_new, d]): no ID factors yet (zeros), content factors E f_i from the learned projection.
+
+        The content bias β'·f_i is not part of the embedding; serving treats it as 0 for added items.
+        """
+        missing = [m for m in self.modality_names if m not in features]
+        if missing:
+            raise ValueError(f"VBPR needs features for modalities {missing}")
+        feats = np.concatenate(
+            [np.asarray(features[m], dtype=np.float32) for m in self.modality_names], axis=1
+        )
+        x = torch.from_numpy(feats).to(self.features.device)
+        with torch.no_grad():
+            return self._items(torch.zeros(len(x), self.item_emb.shape[1], device=x.device), x)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
         u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
