@@ -109,11 +109,11 @@ def comparison_table(
 
 
 def group_names(records: Sequence[RunRecord]) -> list[str]:
-    """User groups in the order of the first run that has them."""
+    """User groups with at least one test user, in the order of the first run that has them."""
     for r in records:
         groups = r.metrics.get("test_groups") or []
         if groups:
-            return [str(g["group"]) for g in groups]
+            return [str(g["group"]) for g in groups if int(g.get("users", 1)) > 0]
     return []
 
 
@@ -161,7 +161,9 @@ def group_table(
     best = {}
     for g in groups:
         finite = [lab for lab in labels if math.isfinite(means[(lab, g)][0])]
-        best[g] = max(finite, key=lambda lab, g=g: means[(lab, g)][0]) if finite else None  # type: ignore[misc]
+        ordered = sorted(finite, key=lambda lab, g=g: -means[(lab, g)][0])  # type: ignore[misc]
+        tie = len(ordered) > 1 and means[(ordered[0], g)][0] == means[(ordered[1], g)][0]
+        best[g] = ordered[0] if ordered and not tie else None
     for lab in labels:
         cells = []
         for g in groups:
