@@ -114,3 +114,12 @@ def test_bad_feature_file_exit_2(
     err = capsys.readouterr().err
     assert "visual.npy" in err and "row 7" in err
     assert not (tmp_path / "r").exists(), "nothing written for bad input"
+
+
+def test_model_may_come_from_the_config(tiny_folder: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {name: mf, embed_dim: 8}\ntrain: {epochs: 1, batch_size: 512, threads: 1}\n")
+    run = tmp_path / "run"
+    assert main(["-q", "train", "--config", str(config), "--data", str(tiny_folder), "--out", str(run)]) == 0
+    assert json.loads((run / "metrics.json").read_text())["model"] == "mf"
+    assert main(["-q", "train", "--data", str(tiny_folder)]) == 2

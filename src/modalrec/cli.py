@@ -19,8 +19,8 @@ from modalrec.errors import ModalrecError
 log = logging.getLogger("modalrec")
 
 
-def _add_run_options(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("--model", required=model_required, help="model name (see `modalrec models`)")
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model name (see `modalrec models`); may come from --config")
     p.add_argument(
         "--data", default=None, help="dataset folder, or 'synthetic' (default) for the planted data"
     )
@@ -143,8 +143,15 @@ def _register_extensions(sub: Any) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> Any:
-    from modalrec.config import load_config
+    from modalrec.config import load_config, read_yaml
 
+    if args.model is None:
+        named = False
+        if args.config:
+            raw = read_yaml(args.config).get("model")
+            named = isinstance(raw, str) or (isinstance(raw, dict) and "name" in raw)
+        if not named:
+            raise ModalrecError("name the model with --model NAME (or model: {name: ...} in --config)")
     overrides = list(args.overrides)
     if getattr(args, "split", None):
         overrides.append(f"data.split={args.split}")
