@@ -36,7 +36,8 @@ def test_model_beats_popularity_and_round_trips(
 ) -> None:
     cls = MODELS[name]
     epochs = getattr(cls, "test_epochs", 15)
-    cfg = load_config(None, [f"train.epochs={epochs}", *SETTINGS], model_name=name)
+    extra = list(getattr(cls, "test_settings", []))  # e.g. a model that needs a larger learning rate to start
+    cfg = load_config(None, [f"train.epochs={epochs}", *SETTINGS, *extra], model_name=name)
     result = train(cfg, data=tiny, out=tmp_path / "run")
     recall = result.metrics["test"]["recall@20"]
     assert recall > popularity_recall, f"{name}: test R@20 {recall:.4f} <= popularity {popularity_recall:.4f}"

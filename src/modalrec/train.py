@@ -179,6 +179,8 @@ class Trainer:
         cfg, t, model = self.cfg, self.cfg.train, self.model
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
+            for stale in self.out.glob(".*.pt.*"):
+                stale.unlink(missing_ok=True)  # temp files of a write that a kill interrupted; never read
             atomic_write_text(self.out / "config.yaml", dump_config(cfg))
             finished = self.out / "metrics.json"
             if self.resume and finished.exists():

@@ -11,37 +11,40 @@ from modalrec.models.lattice import LATTICE
 from modalrec.models.lightgcn import LightGCN
 from modalrec.models.lightgcn_m import LightGCNM
 from modalrec.models.mf import MF
-from modalrec.models.popularity import Popularity
 from modalrec.models.micro import MICRO
 from modalrec.models.mmgcl import MMGCL
 from modalrec.models.mmgcn import MMGCN
 from modalrec.models.mmssl import MMSSL
 from modalrec.models.ncl import NCL
 from modalrec.models.ngcf import NGCF
+from modalrec.models.popularity import Popularity
 from modalrec.models.sgl import SGL
 from modalrec.models.slmrec import SLMRec
 from modalrec.models.vbpr import VBPR
 
 MODELS: dict[str, type[Model]] = {
+    # the three seed systems
+    "mmssl": MMSSL,
+    "slmrec": SLMRec,
+    "micro": MICRO,
+    "lattice": LATTICE,
+    # ID-only baselines
     "pop": Popularity,
     "mf": MF,
     "lightgcn": LightGCN,
+    "ngcf": NGCF,
+    "sgl": SGL,
+    "ncl": NCL,
+    "hccf": HCCF,
+    "itemknn": ItemKNN,
+    # multi-modal baselines
     "vbpr": VBPR,
     "lightgcn_m": LightGCNM,
     "mmgcn": MMGCN,
     "grcn": GRCN,
     "clcrec": CLCRec,
     "mmgcl": MMGCL,
-    "itemknn": ItemKNN,
     "itemknn_cbf": ItemKNNCBF,
-    "ngcf": NGCF,
-    "sgl": SGL,
-    "ncl": NCL,
-    "hccf": HCCF,
-    "micro": MICRO,
-    "lattice": LATTICE,
-    "slmrec": SLMRec,
-    "mmssl": MMSSL,
 }
 
 __all__ = ["MODELS", "Embeddings", "Model"]

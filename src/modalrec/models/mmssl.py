@@ -362,8 +362,10 @@ class MMSSL(Model):
         opt: torch.optim.Optimizer,
         cols: torch.Tensor | None,
         pos: torch.Tensor | None,
+        grad_clip: float | None = None,
     ) -> float:
-        """One update of D on L_D (Eq. 7) with every generator tensor detached. Returns L_D."""
+        """One update of D on L_D (Eq. 7) with every generator tensor detached (D's gradient norm clipped to
+        ``grad_clip`` when given, like the main step). Returns L_D."""
         assert self.discriminator is not None
         users = batch.users
         a = interaction_block(self.indptr, self.indices, users, pos, self.n_cols)
@@ -378,6 +380,8 @@ class MMSSL(Model):
             )
         opt.zero_grad(set_to_none=True)
         loss_d.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], grad_clip)
         opt.step()
         return float(loss_d.detach())
 
@@ -456,7 +460,7 @@ class MMSSL(Model):
         self._cols = (cols, pos)
         if self.discriminator is not None and len(optimizers) > 1:
             for _ in range(self.cfg.d_steps):
-                out["adv_d"] = self.discriminator_step(batch, emb, optimizers[1], cols, pos)
+                out["adv_d"] = self.discriminator_step(batch, emb, optimizers[1], cols, pos, grad_clip)
         terms = self.loss(batch, emb)
         self._cols = None
         total = torch.stack(list(terms.values())).sum()

@@ -20,7 +20,9 @@ import threading
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
 
 from modalrec.errors import ModalrecError
@@ -94,6 +96,13 @@ def create_app(rec: Recommender, ann: str = "none") -> FastAPI:
         description=f"Recommendations from a trained '{rec.model.name}' model on '{rec.data.name}'.",
         version="1",
     )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def client_errors(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers 400 when it cannot decode a body at all (not UTF-8, JSON nested too deeply); to the
+        # client that is the same mistake as any other malformed body, which this API reports as 422.
+        status = 422 if exc.status_code == 400 else exc.status_code
+        return JSONResponse({"detail": exc.detail}, status_code=status, headers=exc.headers)
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
