@@ -86,7 +86,12 @@ def add_commands(sub: Any) -> dict[str, Any]:
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--title", default="modalrec report")
     p.add_argument("--reference", default=None, help="label to compare every other label with (ablations)")
-    p.add_argument("--command", default="", help="the command that produced the runs, shown in the report")
+    p.add_argument(
+        "--made-by",
+        dest="made_by",  # not "command": that attribute holds the subcommand name
+        default="",
+        help="the command that produced the runs, shown in the report",
+    )
     return {"compare": cmd_compare, "ablate": cmd_ablate, "tune": cmd_tune, "report": cmd_report}
 
 
@@ -312,7 +317,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Rebuild a report folder from existing run folders."""
-    opts = ReportOptions(title=args.title, reference=args.reference, command=args.command)
+    opts = ReportOptions(title=args.title, reference=args.reference, command=args.made_by)
     table = build_report(args.run_dirs, Path(args.out), opts)
     print(f"wrote {table}, {Path(args.out) / 'report.html'}")
     return 0
