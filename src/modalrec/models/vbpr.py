@@ -33,12 +33,13 @@ class VBPR(Model):
         embed_dim: int = 64  # total dimensionality d: d/2 ID factors γ plus d/2 content factors θ
         reg_weight: float = 1e-4  # λ of the L2 penalty on the batch's ID factors
         feature_bias: bool = True  # include the content bias β'·f_i of paper Eq. 2
+        normalize_features: bool = True  # L2-normalise each modality's rows before concatenating (scale-free)
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
         half = cfg.embed_dim // 2
         self.modality_names = list(data.modalities)
-        feats = np.concatenate([data.features[m] for m in data.modalities], axis=1)
+        feats = np.concatenate([self._prepare(data.features[m]) for m in data.modalities], axis=1)
         self.register_buffer("features", torch.from_numpy(feats.astype(np.float32)), persistent=False)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, 2 * half)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, half)))
@@ -62,6 +63,14 @@ class VBPR(Model):
             scores = scores + emb.extras["item_bias"].unsqueeze(0)
         return scores
 
+    def _prepare(self, feats: np.ndarray) -> np.ndarray:
+        """Raw features, or rows scaled to unit L2 norm: raw scales differ wildly between modalities and
+        datasets (e.g. Tiktok's), which makes one learning rate fit none of them."""
+        if not self.cfg.normalize_features:
+            return feats
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        return (feats / np.maximum(norms, 1e-12)).astype(np.float32)
+
     def item_embeddings_from_features(self, features: dict[str, np.ndarray]) -> torch.Tensor:
         """Cold items ([n_new, d]): no ID factors yet (zeros), content factors E f_i from the learned projection.
 
@@ -71,7 +80,7 @@ class VBPR(Model):
         if missing:
             raise ValueError(f"VBPR needs features for modalities {missing}")
         feats = np.concatenate(
-            [np.asarray(features[m], dtype=np.float32) for m in self.modality_names], axis=1
+            [self._prepare(np.asarray(features[m], dtype=np.float32)) for m in self.modality_names], axis=1
         )
         x = torch.from_numpy(feats).to(self.features.device)
         with torch.no_grad():

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modalrec.errors import ModalrecError
 from modalrec.recommend import Recommender, UnknownIdError
