@@ -244,6 +244,16 @@ def test_train_step_alternates_d_and_g_and_reports_named_terms(tiny: Dataset) ->
     assert d_opt.state[next(iter(model.discriminator.parameters()))]["step"] == 2  # type: ignore[union-attr]
 
 
+def test_param_l2_is_lambda4_times_squared_norm_of_the_whole_id_tables(tiny: Dataset) -> None:
+    torch.manual_seed(0)
+    model = MMSSL(tiny, MMSSL.Config(param_l2=1e-3))
+    batch = next(iter(BPRSampler(tiny.train, 64, seed=0, mode="users").epoch(0)))
+    terms = model.loss(batch, model.forward())
+    expected = 1e-3 * (model.user_emb.pow(2).sum() + model.item_emb.pow(2).sum())
+    torch.testing.assert_close(terms["l2"], expected)
+    assert "l2" not in MMSSL(tiny, MMSSL.Config()).loss(batch, model.forward())
+
+
 @pytest.mark.parametrize(
     ("variant", "terms"),
     [

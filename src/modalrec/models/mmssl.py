@@ -92,7 +92,7 @@ class MMSSL(Model):
         gnn_norm: str = "row"  # Eq. 10 propagation weights: "row" A[u,i]=1/√|N_u| (paper) or "sym" (LightGCN)
         feat_dropout: float = 0.2  # dropout after the modality transforms (Sec. 3.1.1; code drop_rate)
         eta: float = 0.36  # η of Eq. 10, weight of the normalised attention output added to layer 0
-        omega: float = 0.55  # ω of Eq. 12, weight of each normalised modality representation in h
+        omega: float = 0.2  # ω of Eq. 12 (paper: no value; code model_cat_rate 0.55; 0.2 best on Tiktok val)
         n_heads: int = 4  # attention heads H of Eq. 9
         attn_value_proj: bool = True  # learned value/output projections in Eq. 9 (False: raw views as values)
         view_topk: int = 10  # k of Eq. 8: neighbours per user taken from Â^m (always >= 1)
@@ -123,6 +123,7 @@ class MMSSL(Model):
         d_betas: tuple[float, float] = (0.5, 0.9)  # Adam betas of D (official code)
         lr: float | None = 5e-4  # AdamW learning rate of the main model (paper range); None = train.lr
         weight_decay: float = 0.014  # λ4 of Eq. 13 as AdamW decoupled decay (paper range 1.2e-2..1.6e-2)
+        param_l2: float = 0.0  # λ4 of Eq. 13 as a loss term λ4·||E||² over the whole ID tables (0 = off)
         reg_weight: float = 1e-5  # L2 on the batch's final embeddings, divided by batch size (code decay)
         gae_weight: float = 0.01  # weight of the reconstruction loss of the r/p-GAE ablation
         variant: str = "full"  # ablation: full | wo_asl | wo_cl | wo_gt | rp_gae (paper Table 3)
@@ -396,6 +397,9 @@ class MMSSL(Model):
             "bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)),
             "reg": cfg.reg_weight * l2_reg(u, p, n, batch_size=len(users)),
         }
+        if cfg.param_l2:
+            # Eq. 13's last term as a coupled penalty on every row of the ID tables, not only the batch's.
+            terms["l2"] = cfg.param_l2 * (self.user_emb.pow(2).sum() + self.item_emb.pow(2).sum())
         if cfg.variant != "wo_cl" and cfg.cl_weight:
             uniq = torch.unique(users)
             cl: torch.Tensor = sum(  # type: ignore[assignment]
