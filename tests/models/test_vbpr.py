@@ -26,3 +26,16 @@ def test_score_includes_feature_bias(tiny: Dataset) -> None:
     users = torch.tensor([0, 1])
     expected = emb.users[users] @ emb.items.T + model.bias(model.features).squeeze(1)
     torch.testing.assert_close(model.score(emb, users), expected)
+
+
+def test_content_weights_are_penalised_only_when_asked(tiny: Dataset) -> None:
+    from modalrec.data.sampling import Batch
+
+    batch = Batch(users=torch.tensor([0, 1]), pos=torch.tensor([2, 3]), neg=torch.tensor([4, 5]))
+    off = VBPR(tiny, VBPR.Config(embed_dim=8, content_reg_weight=0.0))
+    assert "reg_content" not in off.loss(batch, off())
+    model = VBPR(tiny, VBPR.Config(embed_dim=8, content_reg_weight=0.5))
+    assert model.bias is not None
+    torch.nn.init.ones_(model.bias.weight)
+    expected = 0.5 * (model.proj.weight.pow(2).sum() + model.bias.weight.pow(2).sum())
+    torch.testing.assert_close(model.loss(batch, model())["reg_content"], expected)
