@@ -237,7 +237,7 @@ def test_train_step_alternates_d_and_g_and_reports_named_terms(tiny: Dataset) ->
     d_before = [p.detach().clone() for p in model.discriminator.parameters()]  # type: ignore[union-attr]
     e_before = model.user_emb.detach().clone()
     out = model.train_step(batch, [g_opt, d_opt])
-    assert set(out) == {"bpr", "reg", "cl", "adv_g", "adv_d"}
+    assert set(out) == {"bpr", "reg", "l2", "cl", "adv_g", "adv_d"}
     assert all(np.isfinite(v) for v in out.values())
     assert any(not torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters(), strict=True))  # type: ignore[union-attr]
     assert not torch.equal(e_before, model.user_emb)
@@ -251,16 +251,16 @@ def test_param_l2_is_lambda4_times_squared_norm_of_the_whole_id_tables(tiny: Dat
     terms = model.loss(batch, model.forward())
     expected = 1e-3 * (model.user_emb.pow(2).sum() + model.item_emb.pow(2).sum())
     torch.testing.assert_close(terms["l2"], expected)
-    assert "l2" not in MMSSL(tiny, MMSSL.Config()).loss(batch, model.forward())
+    assert "l2" not in MMSSL(tiny, MMSSL.Config(param_l2=0.0)).loss(batch, model.forward())
 
 
 @pytest.mark.parametrize(
     ("variant", "terms"),
     [
-        ("wo_asl", {"bpr", "reg", "cl"}),
-        ("wo_cl", {"bpr", "reg", "adv_g", "adv_d"}),
-        ("wo_gt", {"bpr", "reg", "cl", "adv_g", "adv_d"}),
-        ("rp_gae", {"bpr", "reg", "cl", "gae"}),
+        ("wo_asl", {"bpr", "reg", "l2", "cl"}),
+        ("wo_cl", {"bpr", "reg", "l2", "adv_g", "adv_d"}),
+        ("wo_gt", {"bpr", "reg", "l2", "cl", "adv_g", "adv_d"}),
+        ("rp_gae", {"bpr", "reg", "l2", "cl", "gae"}),
     ],
 )
 def test_variants_switch_terms(tiny: Dataset, variant: str, terms: set[str]) -> None:

@@ -15,7 +15,8 @@ Equations implemented (numbers from the paper, ``../shared/papers/mmssl.md``):
 * Eq. 10  Ê^0 = E + η · Ẽ / ||Ẽ||, Ê^{l+1} = A Ê^l (A[u, i] = 1/√|N_u|), readout = mean over layers 0..L.
 * Eq. 11  cross-modal InfoNCE between e_u^m and h_u (other users of the batch as negatives), chunked.
 * Eq. 12  h = ê + ω · Σ_m f^m / ||f^m||;  score ŷ_ui = h_u · h_i.
-* Eqs. 13-14  L = L_BPR + λ2 L_CL + λ3 L_G + λ4 ||Θ||², λ4 realised as AdamW's decoupled weight decay.
+* Eqs. 13-14  L = L_BPR + λ2 L_CL + λ3 L_G + λ4 ||Θ||², λ4 as a coupled penalty on the whole ID tables
+  (``param_l2``) plus AdamW's decoupled weight decay on every parameter.
 * Algorithm 1: each training batch runs ``d_steps`` discriminator updates (Adam, betas 0.5/0.9) and then one
   update of everything else (AdamW).
 
@@ -123,7 +124,7 @@ class MMSSL(Model):
         d_betas: tuple[float, float] = (0.5, 0.9)  # Adam betas of D (official code)
         lr: float | None = 5e-4  # AdamW learning rate of the main model (paper range); None = train.lr
         weight_decay: float = 0.014  # λ4 of Eq. 13 as AdamW decoupled decay (paper range 1.2e-2..1.6e-2)
-        param_l2: float = 0.0  # λ4 of Eq. 13 as a loss term λ4·||E||² over the whole ID tables (0 = off)
+        param_l2: float = 0.014  # λ4 of Eq. 13 as a loss term λ4·||E||² over the whole ID tables (0 = off)
         reg_weight: float = 1e-5  # L2 on the batch's final embeddings, divided by batch size (code decay)
         gae_weight: float = 0.01  # weight of the reconstruction loss of the r/p-GAE ablation
         variant: str = "full"  # ablation: full | wo_asl | wo_cl | wo_gt | rp_gae (paper Table 3)
