@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import torch
 from modalrec.checkpoint import atomic_write_text, load_checkpoint, load_state, save_checkpoint
 from modalrec.config import RunConfig, build_model_config, check_against_data, dump_config
 from modalrec.data.dataset import Dataset
-from modalrec.data.sampling import BPRSampler
+from modalrec.data.sampling import Batch, BPRSampler
 from modalrec.data.source import dataset_from_config
 from modalrec.errors import ConfigError, ModalrecError
 from modalrec.evaluate import evaluate, group_breakdown
@@ -219,7 +220,7 @@ class Trainer:
             model.on_epoch_start(epoch)
             sums: dict[str, float] = {}
             n_batches = 0
-            batches = sampler.epoch(epoch)
+            batches: Iterable[Batch] = sampler.epoch(epoch)
             if show_bar:
                 from tqdm import tqdm
 
