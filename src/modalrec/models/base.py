@@ -34,6 +34,23 @@ class TrainSettings:
     optimizer: str = "adam"
 
 
+def bpr_terms(
+    batch: Batch, emb: Embeddings, user_ego: torch.Tensor, item_ego: torch.Tensor, reg_weight: float
+) -> dict[str, torch.Tensor]:
+    """The common loss of graph CF models: BPR on the final embeddings plus λ·L2 on the batch's layer-0 rows.
+
+    Shapes: emb.users [U, d'], emb.items [I, d']; user_ego [U, d], item_ego [I, d] (the learnable tables).
+    """
+    from modalrec.losses import bpr_loss, l2_reg
+
+    u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
+    ego = (user_ego[batch.users], item_ego[batch.pos], item_ego[batch.neg])
+    return {
+        "bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)),
+        "reg": reg_weight * l2_reg(*ego, batch_size=len(batch.users)),
+    }
+
+
 class Model(nn.Module):
     """Base class of every recommender.
 

@@ -38,8 +38,7 @@ from torch import nn
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.graph import normalized_adjacency, sparse_dropout, sparse_mm
-from modalrec.losses import bpr_loss, l2_reg
-from modalrec.models.base import Embeddings, Model
+from modalrec.models.base import Embeddings, Model, bpr_terms
 
 
 class NGCF(Model):
@@ -103,9 +102,4 @@ class NGCF(Model):
         return Embeddings(users, items)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
-        u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
-        ego = (self.user_emb[batch.users], self.item_emb[batch.pos], self.item_emb[batch.neg])
-        return {
-            "bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)),
-            "reg": self.cfg.reg_weight * l2_reg(*ego, batch_size=len(batch.users)),
-        }
+        return bpr_terms(batch, emb, self.user_emb, self.item_emb, self.cfg.reg_weight)
