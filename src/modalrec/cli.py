@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="compare models on the embedded synthetic data (a minute or two)")
     p.add_argument("--models", default=None, help="comma-separated models (default: a representative set)")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--out", default="runs/demo")
 
     data = sub.add_parser("data", help="inspect, check, convert, split or generate datasets")
