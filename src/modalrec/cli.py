@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list every model, its modalities and default hyper-parameters")
 
-    p = sub.add_parser("demo", help="compare models on the embedded synthetic data (a minute or two)")
+    p = sub.add_parser(
+        "demo", help="compare models on the embedded synthetic data (a few minutes on 2 cores)"
+    )
     p.add_argument("--models", default=None, help="comma-separated models (default: a representative set)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--out", default="runs/demo")
