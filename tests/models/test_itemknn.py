@@ -5,32 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_helpers import popularity_recall, recall_at
 
 from modalrec.data import Dataset
 from modalrec.models import MODELS
 from modalrec.models.base import Model
 from modalrec.models.itemknn import ItemKNN, ItemKNNCBF
-
-
-def recall_at(model: Model, data: Dataset, k: int = 20) -> float:
-    """Mean test recall@k with training items masked (min(|test|, k) denominator)."""
-    model.eval()
-    users = np.flatnonzero(np.diff(data.test.indptr) > 0)
-    with torch.no_grad():
-        scores = model.score(model(), torch.from_numpy(users))
-    scores[torch.from_numpy(data.train[users].toarray() > 0)] = -torch.inf
-    top = scores.topk(k, dim=1).indices.numpy()
-    truth = data.test[users].toarray() > 0
-    return float((np.take_along_axis(truth, top, 1).sum(1) / np.minimum(truth.sum(1), k)).mean())
-
-
-def popularity_recall(data: Dataset, k: int = 20) -> float:
-    users = np.flatnonzero(np.diff(data.test.indptr) > 0)
-    scores = np.tile(np.asarray(data.train.sum(0)).ravel(), (len(users), 1))
-    scores[data.train[users].toarray() > 0] = -np.inf
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    truth = data.test[users].toarray() > 0
-    return float((np.take_along_axis(truth, top, 1).sum(1) / np.minimum(truth.sum(1), k)).mean())
 
 
 def dense_cf_similarity(data: Dataset, shrink: float = 0.0) -> np.ndarray:
