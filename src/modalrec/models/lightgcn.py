@@ -13,7 +13,7 @@ from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
-from modalrec.graph import lightgcn_readout, normalized_adjacency
+from modalrec.graph import bipartite_layer_mean, normalized_interactions
 from modalrec.models.base import Embeddings, Model, bpr_terms
 
 
@@ -22,7 +22,8 @@ class LightGCN(Model):
 
     name = "lightgcn"
     modalities = ()
-    adj: torch.Tensor  # [(U+I), (U+I)] normalised adjacency Â (sparse CSR buffer)
+    r_hat: torch.Tensor  # [U, I] user-item block R̂ of the normalised adjacency Â (sparse CSR buffer)
+    r_hat_t: torch.Tensor  # [I, U] its transpose
 
     @dataclass
     class Config:
@@ -34,12 +35,14 @@ class LightGCN(Model):
         super().__init__(data, cfg)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, cfg.embed_dim)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, cfg.embed_dim)))
-        self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
+        r_hat, r_hat_t = normalized_interactions(data.train)
+        self.register_buffer("r_hat", r_hat, persistent=False)
+        self.register_buffer("r_hat_t", r_hat_t, persistent=False)
 
     def forward(self) -> Embeddings:
-        ego = torch.cat([self.user_emb, self.item_emb], dim=0)
-        out = lightgcn_readout(self.adj, ego, self.cfg.n_layers)
-        users, items = torch.split(out, [self.n_users, self.n_items])
+        users, items = bipartite_layer_mean(
+            self.r_hat, self.r_hat_t, self.user_emb, self.item_emb, self.cfg.n_layers
+        )
         return Embeddings(users, items)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:

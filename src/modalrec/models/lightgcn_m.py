@@ -22,7 +22,7 @@ from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
-from modalrec.graph import lightgcn_readout, normalized_adjacency
+from modalrec.graph import bipartite_layer_mean, normalized_interactions
 from modalrec.models.base import Embeddings, Model, bpr_terms
 
 
@@ -31,7 +31,8 @@ class LightGCNM(Model):
 
     name = "lightgcn_m"
     modalities = "any"
-    adj: torch.Tensor
+    r_hat: torch.Tensor  # [U, I] block R̂ of the normalised adjacency (sparse CSR)
+    r_hat_t: torch.Tensor  # [I, U] its transpose
 
     @dataclass
     class Config:
@@ -56,7 +57,9 @@ class LightGCNM(Model):
             lin = nn.Linear(feats.shape[1], cfg.embed_dim, bias=False)
             nn.init.xavier_uniform_(lin.weight)
             self.proj[m] = lin
-        self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
+        r_hat, r_hat_t = normalized_interactions(data.train)  # the two blocks of Â
+        self.register_buffer("r_hat", r_hat, persistent=False)
+        self.register_buffer("r_hat_t", r_hat_t, persistent=False)
 
     def content(self) -> torch.Tensor:
         """Mean projected modality content Σ_m W_m f̄^m / M of every item: [I, d]."""
@@ -64,9 +67,10 @@ class LightGCNM(Model):
         return torch.stack(parts).mean(dim=0)
 
     def forward(self) -> Embeddings:
-        ego = torch.cat([self.user_emb, self.item_emb + self.content()], dim=0)
-        out = lightgcn_readout(self.adj, ego, self.cfg.n_layers)
-        users, items = torch.split(out, [self.n_users, self.n_items])
+        items0 = self.item_emb + self.content()
+        users, items = bipartite_layer_mean(
+            self.r_hat, self.r_hat_t, self.user_emb, items0, self.cfg.n_layers
+        )
         return Embeddings(users, items)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
