@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import math
-import os
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from modalrec.errors import ConfigError, ModalrecError
 from modalrec.evaluate import evaluate, group_breakdown
 from modalrec.models import MODELS
 from modalrec.models.base import Model, TrainSettings
+from modalrec.runtime import set_threads, tune_allocator
 
 log = logging.getLogger("modalrec.train")
 
@@ -62,13 +62,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
     return torch.device(name)
-
-
-def set_threads(n: int) -> None:
-    """Use ``n`` torch threads (0 = every core this process may use)."""
-    if n <= 0:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, n))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -111,6 +104,7 @@ class Trainer:
         self.out = Path(out) if out is not None else None
         self.resume = resume
         set_threads(cfg.train.threads)
+        tune_allocator()
         self.device = resolve_device(cfg.device)
         self.data = data if data is not None else dataset_from_config(cfg.data, cfg.seed)
         check_against_data(cfg, self.data.n_items, self.data.modalities)  # before the model is built
