@@ -134,7 +134,7 @@ class Model(nn.Module):
 
 
 def make_adam(
-    opt_cls: type[torch.optim.Optimizer], params: list[nn.Parameter], **kwargs: Any
+    opt_cls: type[torch.optim.Adam] | type[torch.optim.AdamW], params: list[nn.Parameter], **kwargs: Any
 ) -> torch.optim.Optimizer:
     """Adam/AdamW with the fused kernel when this torch has it for these tensors, else the default one.
 
