@@ -95,10 +95,16 @@ def build_run_config(
 ) -> dict[str, Any]:
     """Merge a base config (sections data/train/eval/device), model params and ``--set`` overrides into one dict.
 
+    ``model_params`` may hold ``train`` and ``eval`` mappings that override the base's sections for this model.
+
     The result is validated by :func:`modalrec.config.load_config` (unknown keys and wrong types are
     ConfigErrors naming the key) and returned in canonical form (every section fully spelled out).
     """
+    model_params = dict(model_params)
+    # a per-model entry may carry its own train/eval sections (e.g. MMSSL's user batches) on top of the base
+    sections = {k: model_params.pop(k) for k in ("train", "eval") if isinstance(model_params.get(k), dict)}
     raw = merge(dict(base), {"model": {**model_params, "name": model}})
+    raw = merge(raw, sections)
     raw = merge(raw, parse_overrides(list(overrides)))
     raw.get("model", {})["name"] = model
     raw.pop("seed", None)
