@@ -83,7 +83,7 @@ def comparison_table(
             if not math.isfinite(mean):
                 cells.append("–")
                 continue
-            text = f"{mean:.{digits}f} ± {std:.{digits}f}"
+            text = mean_std_text(mean, std, len(vals[(lab, k)]), digits)
             if rank[k] and rank[k][0] == lab:
                 text = f"**{text}**"
             elif len(rank[k]) > 1 and rank[k][1] == lab:
@@ -171,7 +171,7 @@ def group_table(
             if not math.isfinite(mean):
                 cells.append("–")
                 continue
-            text = f"{mean:.{digits}f} ± {std:.{digits}f}"
+            text = mean_std_text(mean, std, len(group_values(records, lab, g, metric)), digits)
             cells.append(f"**{text}**" if best[g] == lab and len(labels) > 1 else text)
         lines.append(f"| {lab} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -222,3 +222,8 @@ def reference_table(
             cells += [f"{change * 100:+.2f}%" if math.isfinite(change) else "n/a", format_p(p)]
         lines.append(f"| {lab} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def mean_std_text(mean: float, std: float, n: int, digits: int) -> str:
+    """"mean ± std", or the bare value for a single seed (a sample std of one run is undefined, not 0)."""
+    return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"
