@@ -80,6 +80,18 @@ def run_one(model: str, data: str, epochs: int, threads: int, timeout: int) -> d
     return row
 
 
+def store_row(row: dict[str, Any], info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Replace this (model, spec) row in results.json, re-reading the file first so that suites running at the
+    same time (e.g. one per core on different datasets) keep each other's rows. Returns all rows."""
+    stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"results": []}
+    key = (row.get("model"), row.get("spec"))
+    results = [r for r in stored["results"] if (r.get("model"), r.get("spec")) != key] + [row]
+    tmp = RESULTS.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"machine": info, "results": results}, indent=1))
+    tmp.replace(RESULTS)
+    return results
+
+
 def write_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
     ok = [r for r in results if "error" not in r]
     lines = [
@@ -212,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         write_report(stored["results"], stored["machine"])
         return 0
     info = machine()
-    results = [] if args.fresh else stored["results"]
+    if args.fresh:
+        RESULTS.write_text(json.dumps({"machine": info, "results": []}, indent=1))
     for spec in args.datasets.split(","):
         data = resolve(spec)
         if data is None:
@@ -222,9 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measuring {model} on {spec} ...", file=sys.stderr, flush=True)
             row = run_one(model, data, args.epochs, args.threads, args.timeout)
             row["spec"] = spec
-            results = [r for r in results if not (r.get("model") == model and r.get("spec") == spec)] + [row]
             print(json.dumps(row), file=sys.stderr, flush=True)
-            RESULTS.write_text(json.dumps({"machine": info, "results": results}, indent=1))
+            results = store_row(row, info)
             write_report(results, info)
     return 0
 
