@@ -100,6 +100,32 @@ def test_tune_three_trials(tmp_path: Path) -> None:
     assert len((out / "trials.csv").read_text().strip().splitlines()) == 1 + 3
 
 
+def test_tune_reuses_a_repeated_configuration(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "model.reg_weight: {type: categorical, choices: [1.0e-4]}\n"
+    )  # one point: every trial repeats
+    out = tmp_path / "tune"
+    args = [
+        "-q",
+        "tune",
+        "--model",
+        "mf",
+        "--trials",
+        "3",
+        "--threads",
+        "1",
+        "--space",
+        str(space),
+        "--out",
+        str(out),
+    ]
+    assert main([*args, *TINY]) == 0
+    rows = (out / "trials.csv").read_text().strip().splitlines()[1:]
+    assert len({row.split(",")[2] for row in rows}) == 1  # the same validation value three times
+    assert sorted(p.name for p in (out / "trials").iterdir()) == ["000"]  # trained once
+
+
 def test_user_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--models", "mf,nosuch", "--out", str(tmp_path), *TINY]) == 2
     assert "unknown model 'nosuch'" in capsys.readouterr().err

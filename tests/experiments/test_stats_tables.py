@@ -124,7 +124,9 @@ def test_per_model_train_section_overrides_the_base() -> None:
     from modalrec.experiments.runner import build_run_config
 
     base = {"train": {"epochs": 60, "batch_size": 2048, "lr": 1e-3}, "eval": {"ks": [20]}}
-    cfg = build_run_config(base, "mf", {"reg_weight": 0.01, "train": {"batch_size": 1024, "sampler": "users"}})
+    cfg = build_run_config(
+        base, "mf", {"reg_weight": 0.01, "train": {"batch_size": 1024, "sampler": "users"}}
+    )
     assert cfg["train"]["batch_size"] == 1024 and cfg["train"]["sampler"] == "users"
     assert cfg["train"]["epochs"] == 60 and cfg["train"]["lr"] == 1e-3  # the rest of the base stays
     assert cfg["model"]["reg_weight"] == 0.01 and "train" not in cfg["model"]

@@ -225,5 +225,5 @@ def reference_table(
 
 
 def mean_std_text(mean: float, std: float, n: int, digits: int) -> str:
-    """"mean ± std", or the bare value for a single seed (a sample std of one run is undefined, not 0)."""
+    """ "mean ± std", or the bare value for a single seed (a sample std of one run is undefined, not 0)."""
     return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"

@@ -205,6 +205,13 @@ def tune(
 
     def objective(trial: Any) -> float:
         params = {k: _suggest(trial, k, d) for k, d in space.items()}
+        # TPE re-proposes finished configurations once a categorical space narrows (seen on Tiktok: 2 of 12
+        # trials were repeats); a repeat would only retrain the same seed, so it takes the earlier value.
+        for earlier in study.trials:
+            value = earlier.value
+            if earlier.state == optuna.trial.TrialState.COMPLETE and value is not None and earlier.params == params:
+                log.info("trial %d repeats trial %d; reusing its value", trial.number, earlier.number)
+                return float(value)
         cfg = make_cfg(params)
         trainer = Trainer(cfg, data=dataset, out=out / "trials" / f"{trial.number:03d}")
         original = trainer.model.on_epoch_start
