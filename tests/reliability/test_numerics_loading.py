@@ -294,6 +294,23 @@ def test_knn_chunks_fit_budget(monkeypatch: pytest.MonkeyPatch) -> None:
         knn_edges(emb, 5)
 
 
+def test_mmssl_discriminator_and_generated_graphs_fit_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modalrec.models.mmssl import MMSSL
+    from modalrec.models.mmssl_parts import topk_relations
+
+    users, items = torch.randn(50, 8), torch.randn(300, 8)
+    ref = topk_relations(users, items, 4, chunk_size=512)
+    monkeypatch.setenv(MEMORY_ENV, str(300 * 8 * 6 + 4 * 12 * 6))  # about 6 users per [chunk, I] block
+    assert torch.equal(topk_relations(users, items, 4, chunk_size=512), ref)
+    data = make_synthetic(SyntheticConfig(n_users=60, n_items=300, n_interactions=900, seed=0))
+    monkeypatch.setenv(MEMORY_ENV, "1M")  # a full-width D over 300 columns needs ~0.4 MiB: fits
+    MMSSL(data, MMSSL.Config(d_columns=0))
+    monkeypatch.setenv(MEMORY_ENV, "200K")
+    with pytest.raises(ModalrecError, match=f"discriminator over 300 item columns.*d_columns.*{MEMORY_ENV}"):
+        MMSSL(data, MMSSL.Config(d_columns=0))
+    MMSSL(data, MMSSL.Config(d_columns=64))  # the sampled-columns D fits the same budget
+
+
 def test_memory_error_from_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MEMORY_ENV, "64")
     argv = ["-q", "train", "--model", "mf", "--data", "synthetic", *SMALL, "--set", "train.epochs=1"]

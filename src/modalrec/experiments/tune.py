@@ -209,7 +209,11 @@ def tune(
         # trials were repeats); a repeat would only retrain the same seed, so it takes the earlier value.
         for earlier in study.trials:
             value = earlier.value
-            if earlier.state == optuna.trial.TrialState.COMPLETE and value is not None and earlier.params == params:
+            if (
+                earlier.state == optuna.trial.TrialState.COMPLETE
+                and value is not None
+                and earlier.params == params
+            ):
                 log.info("trial %d repeats trial %d; reusing its value", trial.number, earlier.number)
                 return float(value)
         cfg = make_cfg(params)

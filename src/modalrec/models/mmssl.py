@@ -47,8 +47,8 @@ from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
-from modalrec.errors import ConfigError
-from modalrec.graph import normalized_interactions, scipy_to_torch, sparse_mm
+from modalrec.errors import ConfigError, ModalrecError
+from modalrec.graph import MEMORY_ENV, memory_budget, normalized_interactions, scipy_to_torch, sparse_mm
 from modalrec.losses import bpr_loss, gradient_penalty, info_nce, l2_reg
 from modalrec.models.base import Embeddings, Model, TrainSettings
 from modalrec.models.mmssl_parts import (
@@ -176,6 +176,8 @@ class MMSSL(Model):
         self.uses_d = cfg.variant in ("full", "wo_cl", "wo_gt")
         n_cols = data.n_items if cfg.d_columns <= 0 else min(cfg.d_columns, data.n_items)
         self.n_cols = n_cols
+        if cfg.variant in ("full", "wo_cl", "wo_gt"):
+            check_discriminator_fits(n_cols)
         self.discriminator = (
             Discriminator(n_cols, tuple(cfg.d_dropouts), cfg.d_leaky_slope, cfg.d_output_scale)  # type: ignore[arg-type]
             if self.uses_d
@@ -477,3 +479,19 @@ class MMSSL(Model):
         main.step()
         out.update({k: float(v.detach()) for k, v in terms.items()})
         return out
+
+
+def check_discriminator_fits(n_cols: int) -> None:
+    """Fail before allocating when D over ``n_cols`` inputs cannot fit $MODALREC_MEMORY_BUDGET.
+
+    D has about 0.28·c² weights (c -> c/4 -> c/8 -> 1); with its gradient and two Adam moments that is
+    16 bytes per weight (docs/mmssl.md). A full-width D on a 100k-item catalogue would need ~45 GB.
+    """
+    needed = int(0.28 * n_cols * n_cols * 16)
+    budget = memory_budget()
+    if needed > budget:
+        raise ModalrecError(
+            f"MMSSL's discriminator over {n_cols} item columns needs about {needed / 2**20:.0f} MiB (weights, "
+            f"gradient, Adam state) but the memory budget is {budget / 2**20:.0f} MiB; lower model.d_columns "
+            f"(e.g. 512) or raise {MEMORY_ENV}"
+        )

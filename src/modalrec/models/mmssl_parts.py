@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.graph import fit_chunk
+
 
 def gumbel_transform(
     a: torch.Tensor, tau: float, noise_scale: float = 1.0, form: str = "paper", eps: float = 1e-10
@@ -195,7 +197,11 @@ def topk_relations(
     """
     if k < 1:
         raise ValueError(f"top-k neighbour count must be >= 1, got {k}")
-    n_users = user_vecs.shape[0]
+    n_users, n_items = user_vecs.shape[0], item_vecs.shape[0]
+    # one block row: the [I] relation row, the top-k workspace (float32 + int64) and the masked copy
+    chunk_size = fit_chunk(
+        n_items * 4 * 2 + k * 12, chunk_size, f"MMSSL's generated graphs over {n_items} items", ""
+    )
     unit_u = F.normalize(user_vecs, dim=1)
     unit_i = F.normalize(item_vecs, dim=1)
     out = []
