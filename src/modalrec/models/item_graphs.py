@@ -33,7 +33,7 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
 from modalrec.graph import knn_edges, normalize_edges, normalized_adjacency, propagate, sparse_mm, spmm_edges
-from modalrec.losses import bpr_loss, l2_reg
+from modalrec.losses import bpr_loss, l2_reg, recompute_in_backward
 from modalrec.models.base import Embeddings, Model
 
 
@@ -259,16 +259,21 @@ def _directional_infonce(
     the denominator too, as in Eq. 11). Every anchor sees all N items, so each term is exact.
     """
     total = anchor.new_zeros(())
-    minus_inf = torch.tensor(float("-inf"), device=anchor.device)
     for start in range(0, anchors.shape[0], chunk_size):
         idx = anchors[start : start + chunk_size]
-        local = torch.arange(idx.shape[0], device=anchor.device)
-        a = anchor[idx]
-        between = a @ other.T / tau  # [c, N]
-        refl = (a @ anchor.T / tau).index_put((local, idx), minus_inf)
-        pos = between[local, idx]
-        total = total + (torch.logsumexp(torch.cat([between, refl], dim=1), dim=1) - pos).sum()
+        total = total + recompute_in_backward(_directional_block, anchor[idx], idx, anchor, other, tau)
     return total
+
+
+def _directional_block(
+    a: torch.Tensor, idx: torch.Tensor, anchor: torch.Tensor, other: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """One [c, N] block of :func:`_directional_infonce` (a = anchor[idx])."""
+    local = torch.arange(idx.shape[0], device=anchor.device)
+    between = a @ other.T / tau  # [c, N]
+    refl = (a @ anchor.T / tau).index_put((local, idx), torch.tensor(float("-inf"), device=anchor.device))
+    pos = between[local, idx]
+    return (torch.logsumexp(torch.cat([between, refl], dim=1), dim=1) - pos).sum()
 
 
 def fusion_contrastive_loss(
