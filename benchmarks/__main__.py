@@ -53,6 +53,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def scrub(text: str) -> str:
+    """Drop this machine's folders from a message before it goes into the committed report."""
+    return text.replace(str(shared_data()), "<data>").replace(str(ROOT.parent), "<root>")
+
+
+def dataset_label(data: str) -> str:
+    """A dataset's name for the report: the folder name (never a machine path) or the syn:N spec."""
+    return data if data.startswith("syn:") else Path(data).name
+
+
 def run_one(model: str, data: str, epochs: int, threads: int, timeout: int) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -70,11 +80,11 @@ def run_one(model: str, data: str, epochs: int, threads: int, timeout: int) -> d
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        return {"model": model, "dataset": data, "error": f"timeout after {timeout}s"}
+        return {"model": model, "dataset": dataset_label(data), "error": f"timeout after {timeout}s"}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {"model": model, "dataset": data, "error": tail[:300]}
+        return {"model": model, "dataset": dataset_label(data), "error": scrub(tail)[:300]}
     row: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     row["load_average_after"] = round(load, 2) if load is not None else None  # 1-min load when it finished
     return row
@@ -86,6 +96,9 @@ def store_row(row: dict[str, Any], info: dict[str, Any]) -> list[dict[str, Any]]
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"results": []}
     key = (row.get("model"), row.get("spec"))
     results = [r for r in stored["results"] if (r.get("model"), r.get("spec")) != key] + [row]
+    for r in results:  # rows written by older versions named the folder by its full path
+        if "error" in r:
+            r["dataset"], r["error"] = dataset_label(str(r["dataset"])), scrub(str(r["error"]))
     tmp = RESULTS.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"machine": info, "results": results}, indent=1))
     tmp.replace(RESULTS)
@@ -221,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"machine": machine(), "results": []}
     if args.command == "report":
+        for r in stored["results"]:
+            if "error" in r:
+                r["dataset"], r["error"] = dataset_label(str(r["dataset"])), scrub(str(r["error"]))
+        RESULTS.write_text(json.dumps(stored, indent=1))
         write_report(stored["results"], stored["machine"])
         return 0
     info = machine()
