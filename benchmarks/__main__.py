@@ -58,6 +58,13 @@ def scrub(text: str) -> str:
     return text.replace(str(shared_data()), "<data>").replace(str(ROOT.parent), "<root>")
 
 
+def clean_rows(results: list[dict[str, Any]]) -> None:
+    """Rows written by older versions named a failed dataset by its full path: keep names only."""
+    for r in results:
+        if "error" in r:
+            r["dataset"], r["error"] = dataset_label(str(r["dataset"])), scrub(str(r["error"]))
+
+
 def dataset_label(data: str) -> str:
     """A dataset's name for the report: the folder name (never a machine path) or the syn:N spec."""
     return data if data.startswith("syn:") else Path(data).name
@@ -96,9 +103,7 @@ def store_row(row: dict[str, Any], info: dict[str, Any]) -> list[dict[str, Any]]
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"results": []}
     key = (row.get("model"), row.get("spec"))
     results = [r for r in stored["results"] if (r.get("model"), r.get("spec")) != key] + [row]
-    for r in results:  # rows written by older versions named the folder by its full path
-        if "error" in r:
-            r["dataset"], r["error"] = dataset_label(str(r["dataset"])), scrub(str(r["error"]))
+    clean_rows(results)
     tmp = RESULTS.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"machine": info, "results": results}, indent=1))
     tmp.replace(RESULTS)
@@ -234,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"machine": machine(), "results": []}
     if args.command == "report":
-        for r in stored["results"]:
-            if "error" in r:
-                r["dataset"], r["error"] = dataset_label(str(r["dataset"])), scrub(str(r["error"]))
+        clean_rows(stored["results"])
         RESULTS.write_text(json.dumps(stored, indent=1))
         write_report(stored["results"], stored["machine"])
         return 0
