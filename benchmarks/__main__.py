@@ -191,7 +191,12 @@ def targets_section(ok: list[dict[str, Any]]) -> list[str]:
 
 
 def scaling_plot(results: list[dict[str, Any]]) -> dict[str, float]:
-    syn = [r for r in results if str(r["dataset"]).startswith("syn-")]
+    # models without training epochs (pop, itemknn) have no epoch time to plot
+    syn = [
+        r
+        for r in results
+        if str(r["dataset"]).startswith("syn-") and (r.get("epoch_seconds_median") or 0) > 0
+    ]
     if not syn:
         return {}
     import matplotlib
