@@ -134,6 +134,11 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
         )
     lines += targets_section(ok)
     failed = [r for r in results if "error" in r]
+    no_features = [r for r in failed if "needs at least one item modality" in r["error"]]
+    for dataset in sorted({r["dataset"] for r in no_features}):
+        names = ", ".join(r["model"] for r in no_features if r["dataset"] == dataset)
+        lines += ["", f"Not applicable on {dataset} (no item feature files): {names}."]
+    failed = [r for r in failed if r not in no_features]
     if failed:
         lines += ["", "Not measured:", ""]
         lines += [f"- {r['model']} on {r['dataset']}: {r['error']}" for r in failed]
