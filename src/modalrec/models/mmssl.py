@@ -49,7 +49,7 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError, ModalrecError
 from modalrec.graph import MEMORY_ENV, memory_budget, normalized_interactions, scipy_to_torch, sparse_mm
-from modalrec.losses import bpr_loss, gradient_penalty, info_nce, l2_reg
+from modalrec.losses import bpr_loss, gradient_penalty, info_nce, l2_reg, recompute_in_backward
 from modalrec.models.base import Embeddings, Model, TrainSettings
 from modalrec.models.mmssl_parts import (
     Discriminator,
@@ -277,8 +277,10 @@ class MMSSL(Model):
         cfg = self.cfg
         f_users, f_items = self.modality_features(dropout=self.training)
         e_users, e_items = self.modality_views()
-        att_u = self.attention(torch.stack(e_users, dim=1)).mean(dim=1)  # Eq. 9 + mean pooling
-        att_i = self.attention(torch.stack(e_items, dim=1)).mean(dim=1)
+        # Eq. 9 + mean pooling. The attention's [N, M, M, H, d/H] products are recomputed in the backward pass
+        # rather than kept: at 1M interactions they were the largest activations of a step.
+        att_u = recompute_in_backward(self.attention, torch.stack(e_users, dim=1)).mean(dim=1)
+        att_i = recompute_in_backward(self.attention, torch.stack(e_items, dim=1)).mean(dim=1)
         u0 = self.user_emb + cfg.eta * F.normalize(att_u, dim=1)  # Eq. 10, layer 0
         i0 = self.item_emb + cfg.eta * F.normalize(att_i, dim=1)
         hu, hi = self._propagate(u0, i0)
