@@ -6,33 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import popularity_recall, recall_at
 
 from modalrec.data import Dataset
 from modalrec.data.sampling import Batch, BPRSampler
 from modalrec.errors import ConfigError
 from modalrec.models import MODELS
-from modalrec.models.base import Model, TrainSettings
+from modalrec.models.base import TrainSettings
 from modalrec.models.ncl import NCL, kmeans, nearest_centroid
-
-
-def recall_at(model: Model, data: Dataset, k: int = 20) -> float:
-    model.eval()
-    users = np.flatnonzero(np.diff(data.test.indptr) > 0)
-    with torch.no_grad():
-        scores = model.score(model(), torch.from_numpy(users))
-    scores[torch.from_numpy(data.train[users].toarray() > 0)] = -torch.inf
-    top = scores.topk(k, dim=1).indices.numpy()
-    truth = data.test[users].toarray() > 0
-    return float((np.take_along_axis(truth, top, 1).sum(1) / truth.sum(1)).mean())
-
-
-def popularity_recall(data: Dataset, k: int = 20) -> float:
-    users = np.flatnonzero(np.diff(data.test.indptr) > 0)
-    scores = np.tile(np.asarray(data.train.sum(0)).ravel(), (len(users), 1))
-    scores[data.train[users].toarray() > 0] = -np.inf
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    truth = data.test[users].toarray() > 0
-    return float((np.take_along_axis(truth, top, 1).sum(1) / truth.sum(1)).mean())
 
 
 def test_registered_and_bad_options(tiny: Dataset) -> None:

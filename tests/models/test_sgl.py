@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from model_helpers import popularity_recall, recall_at
 
 from modalrec.data import Dataset
 from modalrec.data.sampling import Batch, BPRSampler
@@ -21,27 +22,6 @@ def random_interactions(n_users: int = 400, n_items: int = 300, density: float =
     mat = sp.random(n_users, n_items, density=density, format="csr", random_state=1, dtype=np.float32)
     mat.data[:] = 1.0
     return mat
-
-
-def recall_at(model: Model, data: Dataset, k: int = 20) -> float:
-    """Mean test recall@k of the model with training items masked."""
-    model.eval()
-    users = np.flatnonzero(np.diff(data.test.indptr) > 0)
-    with torch.no_grad():
-        scores = model.score(model(), torch.from_numpy(users))
-    scores[torch.from_numpy(data.train[users].toarray() > 0)] = -torch.inf
-    top = scores.topk(k, dim=1).indices.numpy()
-    truth = data.test[users].toarray() > 0
-    return float((np.take_along_axis(truth, top, 1).sum(1) / truth.sum(1)).mean())
-
-
-def popularity_recall(data: Dataset, k: int = 20) -> float:
-    users = np.flatnonzero(np.diff(data.test.indptr) > 0)
-    scores = np.tile(np.asarray(data.train.sum(0)).ravel(), (len(users), 1))
-    scores[data.train[users].toarray() > 0] = -np.inf
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    truth = data.test[users].toarray() > 0
-    return float((np.take_along_axis(truth, top, 1).sum(1) / truth.sum(1)).mean())
 
 
 def train(
