@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from model_helpers import popularity_recall, recall_at
+from model_helpers import popularity_recall, recall_at, train
 
 from modalrec.data import Dataset
-from modalrec.data.sampling import Batch, BPRSampler
+from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
 from modalrec.graph import lightgcn_readout
 from modalrec.losses import info_nce
 from modalrec.models import MODELS
-from modalrec.models.base import Model, TrainSettings
 from modalrec.models.sgl import SGL, drop_edges, drop_nodes
 
 
@@ -22,21 +21,6 @@ def random_interactions(n_users: int = 400, n_items: int = 300, density: float =
     mat = sp.random(n_users, n_items, density=density, format="csr", random_state=1, dtype=np.float32)
     mat.data[:] = 1.0
     return mat
-
-
-def train(
-    model: Model, data: Dataset, epochs: int, lr: float = 1e-2, batch_size: int = 256
-) -> list[dict[str, float]]:
-    """Plain training loop; returns the mean of each loss term per epoch."""
-    opts = model.configure_optimizers(TrainSettings(lr=lr))
-    sampler = BPRSampler(data.train, batch_size, seed=0)
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        model.on_epoch_start(epoch)
-        logs = [model.train_step(b, opts) for b in sampler.epoch(epoch)]
-        history.append({k: float(np.mean([row[k] for row in logs])) for k in logs[0]})
-    return history
 
 
 def test_registered() -> None:
@@ -113,6 +97,6 @@ def test_forward_is_lightgcn_and_ssl_term_is_eq10(tiny: Dataset) -> None:
 def test_learns_planted_signal(tiny: Dataset, aug: str) -> None:
     model = SGL(tiny, SGL.Config(aug=aug))
     # InfoNCE dominates while the embeddings are small, so BPR starts slowly; a large lr shortens that
-    history = train(model, tiny, epochs=8, lr=3e-2)
+    history = train(model, tiny, epochs=8, lr=3e-2, batch_size=256)
     assert history[-1]["bpr"] < 0.5 * history[0]["bpr"]
     assert recall_at(model, tiny) > popularity_recall(tiny) + 0.1
