@@ -11,7 +11,7 @@ from model_helpers import popularity_recall, recall_at, train
 from modalrec.data import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
-from modalrec.graph import lightgcn_readout
+from modalrec.graph import lightgcn_readout, normalized_adjacency
 from modalrec.losses import info_nce
 from modalrec.models import MODELS
 from modalrec.models.sgl import SGL, drop_edges, drop_nodes
@@ -55,25 +55,54 @@ def test_views_per_epoch_and_random_walk_layers(tiny: Dataset) -> None:
     ed = SGL(tiny, SGL.Config(aug="ed"))
     assert len(ed.views) == 2 and all(len(v) == 3 for v in ed.views)
     assert ed.views[0][0] is ed.views[0][1]  # edge dropout: the same subgraph at every layer
-    assert not torch.equal(ed.views[0][0].values(), ed.views[1][0].values()) or (
-        ed.views[0][0].col_indices().shape != ed.views[1][0].col_indices().shape
+    r_hat = ed.views[0][0][0]  # the user-item block R̂ of view 0, layer 0
+    assert not torch.equal(r_hat.values(), ed.views[1][0][0].values()) or (
+        r_hat.col_indices().shape != ed.views[1][0][0].col_indices().shape
     )
-    first = ed.views[0][0].col_indices().clone()
+    # the transposed block is R̂ᵀ of the same subgraph
+    assert torch.allclose(ed.views[0][0][1].to_dense(), r_hat.to_dense().T)
+    first = r_hat.col_indices().clone()
     ed.on_epoch_start(1)
-    assert not torch.equal(first, ed.views[0][0].col_indices())  # regenerated each epoch
+    assert not torch.equal(first, ed.views[0][0][0].col_indices())  # regenerated each epoch
     ed.on_epoch_start(0)
-    assert torch.equal(first, ed.views[0][0].col_indices())  # deterministic in (seed, epoch)
-    nnz = 2 * tiny.train.nnz  # the bipartite adjacency stores each edge twice
-    assert abs(ed.views[0][0].col_indices().numel() / nnz - 0.9) < 0.03
+    assert torch.equal(first, ed.views[0][0][0].col_indices())  # deterministic in (seed, epoch)
+    assert abs(ed.views[0][0][0].col_indices().numel() / tiny.train.nnz - 0.9) < 0.03
     rw = SGL(tiny, SGL.Config(aug="rw"))
     layers = rw.views[0]
-    assert layers[0] is not layers[1] and not torch.equal(layers[0].col_indices(), layers[1].col_indices())
+    assert layers[0] is not layers[1]
+    assert not torch.equal(layers[0][0].col_indices(), layers[1][0].col_indices())
+
+
+@pytest.mark.parametrize("aug", ["ed", "rw"])
+def test_view_encoding_matches_stacked_adjacency(tiny: Dataset, aug: str) -> None:
+    """Each view's two-block propagation equals the layer mean over its stacked [(U+I), (U+I)] matrices."""
+    model = SGL(tiny, SGL.Config(embed_dim=8, aug=aug))
+    view = model.views[0]
+    stacked = [
+        torch.cat(
+            [
+                torch.cat([torch.zeros(tiny.n_users, tiny.n_users), r.to_dense()], 1),
+                torch.cat([r_t.to_dense(), torch.zeros(tiny.n_items, tiny.n_items)], 1),
+            ]
+        )
+        for r, r_t in view
+    ]
+    x = torch.cat([model.user_emb, model.item_emb]).detach()
+    layers = [x]
+    for adj in stacked:
+        layers.append(adj @ layers[-1])
+    expected = torch.stack(layers).mean(0)
+    users, items = model.encode(view)
+    assert torch.allclose(torch.cat([users, items]), expected, atol=1e-5)
+    # gradients flow to both tables through either propagation path
+    (users.sum() + items.pow(2).sum()).backward()
+    assert model.user_emb.grad is not None and model.item_emb.grad is not None
 
 
 def test_forward_is_lightgcn_and_ssl_term_is_eq10(tiny: Dataset) -> None:
     model = SGL(tiny, SGL.Config(embed_dim=8))
     emb = model()
-    ref = lightgcn_readout(model.adj, torch.cat([model.user_emb, model.item_emb]), 3)
+    ref = lightgcn_readout(normalized_adjacency(tiny.train), torch.cat([model.user_emb, model.item_emb]), 3)
     assert emb.users.shape == (tiny.n_users, 8) and emb.items.shape == (tiny.n_items, 8)
     assert torch.allclose(torch.cat([emb.users, emb.items]), ref, atol=1e-6)
     batch = Batch(torch.tensor([0, 1, 1, 5]), torch.tensor([2, 3, 3, 4]), torch.tensor([7, 8, 9, 10]))

@@ -38,7 +38,7 @@ from torch import nn
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
-from modalrec.graph import bipartite_adjacency, normalized_adjacency, scipy_to_torch, sparse_mm, sym_normalize
+from modalrec.graph import bipartite_layer_mean, normalized_interactions, sparse_mm
 from modalrec.losses import bpr_loss, info_nce, info_nce_all, l2_reg
 from modalrec.models.base import Embeddings, Model
 
@@ -65,9 +65,15 @@ def drop_nodes(train: sp.csr_matrix, ratio: float, rng: np.random.Generator) -> 
     return out
 
 
-def augmented_adjacency(train: sp.csr_matrix) -> torch.Tensor:
-    """D^{-1/2} A D^{-1/2} of the (perturbed) bipartite graph, as torch sparse CSR [(U+I), (U+I)]."""
-    return scipy_to_torch(sym_normalize(bipartite_adjacency(train)))
+Blocks = tuple[torch.Tensor, torch.Tensor]  # (R̂ [U, I], R̂ᵀ [I, U]) of one normalised bipartite graph
+
+
+def augmented_blocks(train: sp.csr_matrix) -> Blocks:
+    """D^{-1/2} A D^{-1/2} of the (perturbed) bipartite graph as its two blocks R̂, R̂ᵀ (torch sparse CSR).
+
+    Degrees are those of the perturbed graph, as in the official code's re-normalised subgraph.
+    """
+    return normalized_interactions(train)
 
 
 class SGL(Model):
@@ -78,7 +84,8 @@ class SGL(Model):
     # The shared behavioural test's short budget: at lr 1e-3 the InfoNCE term dominates the first hundreds of
     # steps from a small initialisation and BPR stalls near ln 2 (also seen on amazon-baby); lr 1e-2 trains.
     test_settings: ClassVar[tuple[str, ...]] = ("train.lr=0.01",)
-    adj: torch.Tensor  # normalised bipartite adjacency [(U+I), (U+I)] (sparse CSR buffer)
+    r_hat: torch.Tensor  # [U, I] user-item block R̂ of the normalised adjacency Â (sparse CSR buffer)
+    r_hat_t: torch.Tensor  # [I, U] its transpose
 
     @dataclass
     class Config:
@@ -105,52 +112,60 @@ class SGL(Model):
         self.train_matrix = sp.csr_matrix(data.train, dtype=np.float32)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, cfg.embed_dim)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, cfg.embed_dim)))
-        self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
-        self.views: list[list[torch.Tensor]] = []
+        r_hat, r_hat_t = normalized_interactions(data.train)
+        self.register_buffer("r_hat", r_hat, persistent=False)
+        self.register_buffer("r_hat_t", r_hat_t, persistent=False)
+        self.views: list[list[Blocks]] = []
         self.on_epoch_start(0)
 
     # ---- augmentation -----------------------------------------------------------------------------------
-    def make_view(self, rng: np.random.Generator) -> list[torch.Tensor]:
-        """One augmented view: n_layers propagation matrices (one object repeated unless aug is "rw")."""
+    def make_view(self, rng: np.random.Generator) -> list[Blocks]:
+        """One augmented view: n_layers propagation graphs (one object repeated unless aug is "rw")."""
         cfg = self.cfg
         if cfg.aug == "nd":
-            adj = augmented_adjacency(drop_nodes(self.train_matrix, cfg.ratio, rng))
-            return [adj] * cfg.n_layers
+            return [augmented_blocks(drop_nodes(self.train_matrix, cfg.ratio, rng))] * cfg.n_layers
         if cfg.aug == "ed":
-            adj = augmented_adjacency(drop_edges(self.train_matrix, cfg.ratio, rng))
-            return [adj] * cfg.n_layers
-        return [
-            augmented_adjacency(drop_edges(self.train_matrix, cfg.ratio, rng)) for _ in range(cfg.n_layers)
-        ]
+            return [augmented_blocks(drop_edges(self.train_matrix, cfg.ratio, rng))] * cfg.n_layers
+        return [augmented_blocks(drop_edges(self.train_matrix, cfg.ratio, rng)) for _ in range(cfg.n_layers)]
 
     def on_epoch_start(self, epoch: int) -> None:
         """Regenerate the two augmented views s1(G), s2(G) (Algorithm 1: once per epoch)."""
         rng = np.random.default_rng([self.cfg.seed, epoch])
         device = self.user_emb.device
-        self.views = [[a.to(device) for a in self.make_view(rng)] for _ in range(2)]
+        self.views = [self._to_device(self.make_view(rng), device) for _ in range(2)]
+
+    @staticmethod
+    def _to_device(view: list[Blocks], device: torch.device) -> list[Blocks]:
+        moved = {id(b): (b[0].to(device), b[1].to(device)) for b in view}  # keep repeated layers shared
+        return [moved[id(b)] for b in view]
 
     # ---- encoder ----------------------------------------------------------------------------------------
-    def encode(self, adjs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """LightGCN layer-mean readout with one propagation matrix per layer: users [U, d], items [I, d]."""
-        x = torch.cat([self.user_emb, self.item_emb], dim=0)
-        acc = x
-        for adj in adjs:
-            x = sparse_mm(adj, x)  # every view's matrix is symmetric
-            acc = acc + x
-        out = acc / (len(adjs) + 1)
-        users, items = torch.split(out, [self.n_users, self.n_items])
-        return users, items
+    def encode(self, view: list[Blocks]) -> tuple[torch.Tensor, torch.Tensor]:
+        """LightGCN layer-mean readout with one propagation graph per layer: users [U, d], items [I, d].
+
+        A view with the same graph at every layer (main graph, "nd", "ed") uses the two-block self-adjoint
+        propagation of LightGCN (no stored layer outputs); "rw" propagates layer by layer on its own blocks.
+        """
+        if all(b is view[0] for b in view):
+            return bipartite_layer_mean(*view[0], self.user_emb, self.item_emb, len(view))
+        users, items = self.user_emb, self.item_emb
+        acc_u, acc_i = users, items
+        for r, r_t in view:
+            users, items = sparse_mm(r, items, r_t), sparse_mm(r_t, users, r)
+            acc_u, acc_i = acc_u + users, acc_i + items
+        scale = 1.0 / (len(view) + 1)
+        return acc_u * scale, acc_i * scale
 
     def forward(self) -> Embeddings:
-        users, items = self.encode([self.adj] * self.cfg.n_layers)
+        users, items = self.encode([(self.r_hat, self.r_hat_t)] * self.cfg.n_layers)
         return Embeddings(users, items)
 
     # ---- objective --------------------------------------------------------------------------------------
     def ssl_loss(self, batch: Batch) -> torch.Tensor:
         """L_ssl^user + L_ssl^item (Eq. 10) between the two current views for the batch's users and items."""
         device = self.user_emb.device
-        if self.views[0][0].device != device:  # the model was moved after the views were drawn
-            self.views = [[a.to(device) for a in view] for view in self.views]
+        if self.views[0][0][0].device != device:  # the model was moved after the views were drawn
+            self.views = [self._to_device(view, device) for view in self.views]
         (u1, i1), (u2, i2) = (self.encode(v) for v in self.views)
         users = torch.unique(batch.users)
         items = torch.unique(batch.pos)
