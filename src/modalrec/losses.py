@@ -81,7 +81,7 @@ class _NceBlock(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a, positives, candidates, temperature, unit_rows):  # type: ignore[override]
+    def forward(ctx, a, positives, candidates, temperature, unit_rows):
         inv_tau = 1.0 / temperature
         ctx.bounded = unit_rows and inv_tau <= _MAX_UNSHIFTED_LOGIT
         logits = torch.mm(a * inv_tau, candidates.T)
@@ -94,7 +94,7 @@ class _NceBlock(torch.autograd.Function):
         return (lse - pos).sum()
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         a, positives, candidates, lse = ctx.saved_tensors
         scale = grad * ctx.inv_tau
         need_a, need_p, need_c = ctx.needs_input_grad[:3]

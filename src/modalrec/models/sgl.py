@@ -148,7 +148,8 @@ class SGL(Model):
         """
         if all(b is view[0] for b in view):
             return bipartite_layer_mean(*view[0], self.user_emb, self.item_emb, len(view))
-        users, items = self.user_emb, self.item_emb
+        users: torch.Tensor = self.user_emb
+        items: torch.Tensor = self.item_emb
         acc_u, acc_i = users, items
         for r, r_t in view:
             users, items = sparse_mm(r, items, r_t), sparse_mm(r_t, users, r)
