@@ -22,6 +22,7 @@ import torch
 
 from modalrec.config import load_config
 from modalrec.data import Dataset, SyntheticConfig, load_dataset, make_synthetic
+from modalrec.data.sampling import BPRSampler
 from modalrec.evaluate import evaluate
 from modalrec.train import Trainer
 
@@ -62,7 +63,12 @@ def roofline_seconds(n_users: int, n_items: int, dim: int, k: int, chunk: int) -
     return statistics.median(times)
 
 
-def measure(model: str, spec: str, epochs: int, threads: int, overrides: list[str]) -> dict[str, Any]:
+def measure(
+    model: str, spec: str, epochs: int, threads: int, overrides: list[str], max_batches: int = 0
+) -> dict[str, Any]:
+    """One benchmark row. With ``max_batches`` each epoch stops after that many batches; the epoch time is then
+    scaled linearly to the full epoch (per-epoch hooks included in the scaling, so slightly pessimistic) and the
+    row records ``batches_run`` / ``batches_per_epoch``."""
     tic = time.perf_counter()
     data = load(spec)
     load_s = time.perf_counter() - tic
@@ -74,6 +80,7 @@ def measure(model: str, spec: str, epochs: int, threads: int, overrides: list[st
             "train.patience=1000",
             f"train.threads={threads}",
             "train.progress=false",
+            f"train.max_batches={max_batches}",
             *overrides,
         ],
         model_name=model,
@@ -83,6 +90,12 @@ def measure(model: str, spec: str, epochs: int, threads: int, overrides: list[st
     result = trainer.fit()
     wall = [h["seconds"] for h in result.history]
     cpu = [h["cpu_seconds"] for h in result.history]
+    per_epoch = len(BPRSampler(data.train, cfg.train.batch_size, cfg.seed, cfg.train.sampler))
+    ran = [h.get("batches", per_epoch) for h in result.history]
+    capped = bool(ran) and max(ran) < per_epoch
+    if capped:  # scale the measured partial epochs up to whole ones
+        wall = [w * per_epoch / b for w, b in zip(wall, ran, strict=True)]
+        cpu = [c * per_epoch / b for c, b in zip(cpu, ran, strict=True)]
     tic = time.perf_counter()
     evaluate(result.model, data, "val", cfg.eval)
     eval_s = time.perf_counter() - tic
@@ -106,6 +119,7 @@ def measure(model: str, spec: str, epochs: int, threads: int, overrides: list[st
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "val_recall@20": round(float(result.metrics["valid"]["recall@20"]), 4),
         "data_seconds": round(load_s, 2),
+        **({"batches_run": max(ran), "batches_per_epoch": per_epoch} if capped else {}),
     }
 
 
@@ -116,8 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--max-batches", type=int, default=0, help="cap each epoch (0 = whole epochs)")
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.model, args.data, args.epochs, args.threads, args.overrides)))
+    print(
+        json.dumps(
+            measure(args.model, args.data, args.epochs, args.threads, args.overrides, args.max_batches)
+        )
+    )
     return 0
 
 

@@ -90,3 +90,19 @@ def test_nan_loss_stops_with_named_term(tiny: Dataset) -> None:
     trainer.model.loss = broken  # type: ignore[method-assign]
     with pytest.raises(TrainingError, match="loss term 'reg' became nan in epoch 0"):
         trainer.fit()
+
+
+def test_max_batches_caps_each_epoch(tiny: Dataset) -> None:
+    full = train(load_config(None, ["train.epochs=1", *FAST], model_name="mf"), data=tiny)
+    capped = train(
+        load_config(None, ["train.epochs=2", "train.max_batches=2", *FAST], model_name="mf"), data=tiny
+    )
+    assert full.history[0]["batches"] > 2
+    assert [h["batches"] for h in capped.history] == [2, 2]
+
+
+def test_negative_max_batches_is_a_config_error() -> None:
+    from modalrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_batches"):
+        load_config(None, ["train.max_batches=-1"], model_name="mf")

@@ -47,6 +47,9 @@ class TrainConfig:
     )
     threads: int = 0  # torch CPU threads; 0 = all available cores
     progress: bool = True  # show a progress bar per epoch (only on a terminal)
+    max_batches: int = (
+        0  # stop each epoch after this many batches (smoke tests, benchmarks); 0 = the whole epoch
+    )
 
 
 @dataclass
@@ -252,6 +255,8 @@ def validate(cfg: RunConfig) -> None:
     t = cfg.train
     if t.epochs < 0 or t.batch_size < 1 or t.patience < 1 or t.eval_every < 1:
         raise ConfigError("train.epochs must be >= 0 and train.batch_size, patience, eval_every >= 1")
+    if t.max_batches < 0:
+        raise ConfigError(f"train.max_batches must be >= 0 (0 = whole epochs), got {t.max_batches}")
     if not 0 < t.lr < 1e6:  # also refuses nan/inf; an absurd lr overflows inside the optimiser
         raise ConfigError(f"train.lr must be positive (and below 1e6), got {t.lr}")
     for name in ("weight_decay", "grad_clip", "lr_gamma"):

@@ -220,6 +220,8 @@ class Trainer:
 
                 batches = tqdm(batches, total=len(sampler), desc=f"epoch {epoch}", leave=False)
             for batch in batches:
+                if t.max_batches and n_batches >= t.max_batches:
+                    break
                 terms = model.train_step(batch.to(self.device), optimizers, t.grad_clip or None)
                 for k, v in terms.items():
                     if not math.isfinite(v):
@@ -238,6 +240,7 @@ class Trainer:
                 "epoch": epoch,
                 "seconds": round(seconds, 4),
                 "cpu_seconds": round(cpu_seconds, 4),
+                "batches": n_batches,
             }
             row.update({f"loss_{k}": v / max(1, n_batches) for k, v in sums.items()})
             line = f"epoch {epoch:4d} {seconds:6.2f}s " + " ".join(

@@ -1,0 +1,38 @@
+"""The benchmark suite's measurement and report: capped epochs are extrapolated and labelled as such."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import __main__ as suite  # noqa: E402
+from benchmarks.measure import measure  # noqa: E402
+
+
+@pytest.fixture
+def report_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(suite, "REPORT", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(suite, "ROOT", tmp_path)
+    (tmp_path / "benchmarks").mkdir()
+    return tmp_path / "BENCHMARKS.md"
+
+
+def test_capped_epochs_are_extrapolated_and_labelled(report_path: Path) -> None:
+    row = measure("mf", "syn:10000", epochs=1, threads=1, overrides=["train.batch_size=512"], max_batches=3)
+    assert row["batches_run"] == 3 and row["batches_per_epoch"] == 15  # 7,394 pairs / 512
+    assert row["epoch_seconds_median"] > 0 and row["peak_rss_mib"] > 0
+    full = measure("mf", "syn:10000", epochs=1, threads=1, overrides=["train.batch_size=512"])
+    assert "batches_run" not in full
+    row["spec"], full["spec"] = "syn:1000000", "syn:10000"
+    row["dataset"], row["train_interactions"] = "syn-1000000", 756_758  # posing as the 1M row
+    info = {"cores": 2, "torch": "x", "python": "3", "load_average": 0.0}
+    suite.write_report([full, row], info)
+    text = report_path.read_text()
+    assert "(est. from 3 of 15 batches)" in text
+    assert "capped epochs (peak over the first batches and a full evaluation): mf" in text
