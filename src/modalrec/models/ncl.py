@@ -35,8 +35,8 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
 from modalrec.graph import normalized_adjacency, sparse_mm
-from modalrec.losses import bpr_loss, info_nce, info_nce_all, l2_reg
-from modalrec.models.base import Embeddings, Model
+from modalrec.losses import info_nce, info_nce_all
+from modalrec.models.base import Embeddings, Model, bpr_terms
 
 
 def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor, chunk_size: int = 8192) -> torch.Tensor:
@@ -174,12 +174,7 @@ class NCL(Model):
         return lu + self.cfg.alpha * li
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
-        u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
-        ego = (self.user_emb[batch.users], self.item_emb[batch.pos], self.item_emb[batch.neg])
-        terms = {
-            "bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)),
-            "reg": self.cfg.reg_weight * l2_reg(*ego, batch_size=len(batch.users)),
-        }
+        terms = bpr_terms(batch, emb, self.user_emb, self.item_emb, self.cfg.reg_weight)
         users, items = batch.users, batch.pos
         if self.cfg.ssl_weight > 0:
             assert emb.extras is not None
