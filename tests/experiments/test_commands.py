@@ -72,6 +72,22 @@ def test_compare_resume_reuses_finished_runs(compared: Path, capsys: pytest.Capt
     assert "different configuration" in capsys.readouterr().err
 
 
+def test_runs_written_before_a_new_setting_existed_are_reused(
+    compared: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A setting added to the config later (here train.max_batches) takes its default for old run folders."""
+    import yaml
+
+    marker = compared / "runs" / "mf" / "seed0" / "experiment.yaml"
+    stored = yaml.safe_load(marker.read_text())
+    stored["config"]["train"].pop("max_batches")  # as written by a version without the setting
+    marker.write_text(yaml.safe_dump(stored))
+    capsys.readouterr()
+    rc = main(["compare", "--models", "mf", "--seeds", "1", "--jobs", "1", "--out", str(compared), *TINY])
+    assert rc == 0
+    assert capsys.readouterr().out.count("reused") == 1
+
+
 def test_report_rebuilds_from_run_folders(compared: Path, tmp_path: Path) -> None:
     rc = main(["-q", "report", str(compared / "runs"), "--out", str(tmp_path / "rep")])
     assert rc == 0

@@ -90,6 +90,15 @@ def _strip_volatile(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _canonical(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A stored run config in today's canonical form: settings added to the config since the run was written
+    take their defaults (which is what that run used), so older finished runs stay reusable."""
+    try:
+        return dict(load_config_from_dict(cfg).to_dict())
+    except ConfigError:
+        return cfg  # a setting that no longer exists: compare as written (and differ)
+
+
 def build_run_config(
     base: dict[str, Any], model: str, model_params: dict[str, Any], overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -132,7 +141,7 @@ def _prepare(spec: RunSpec) -> str | None:
     if finished:
         if marker.exists():
             old = yaml.safe_load(marker.read_text(encoding="utf-8")) or {}
-            if _strip_volatile(old.get("config", {})) != _strip_volatile(wanted):
+            if _strip_volatile(_canonical(old.get("config", {}))) != _strip_volatile(wanted):
                 raise ModalrecError(
                     f"{run_dir} holds a finished run with a different configuration; "
                     "choose another --out or delete that folder"
