@@ -66,7 +66,7 @@ def plot_validation_curves(
                 [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs],
                 color=colour,
                 linewidth=2,
-                label=f"{lab} (mean of {n} seed{'s' if n > 1 else ''})",
+                label=f"{lab} (mean of {n} seeds)" if n > 1 else lab,
             )
             drawn = True
     if not drawn:
