@@ -314,8 +314,11 @@ def sparse_cosine_knn_edges(
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         block = torch.from_numpy(np.asarray((x[start:stop] @ xt).todense(), dtype=np.float32))
-        denom = torch.from_numpy(np.outer(norms[start:stop], norms) + shrink)
-        block = torch.where(denom > 0, block / denom.clamp_min(1e-12), torch.zeros_like(block))
+        # In place, float32: one [chunk, N] temporary besides the block (a zero-norm row or column has a zero
+        # dot product, so clamping its zero denominator leaves 0, as the definition wants).
+        denom = torch.outer(torch.from_numpy(norms[start:stop]), torch.from_numpy(norms))
+        block.div_(denom.add_(shrink).clamp_min_(1e-12))
+        del denom
         if exclude_self:
             idx = torch.arange(stop - start)
             block[idx, idx + start] = 0.0
