@@ -73,6 +73,7 @@ def measure(
     tic = time.perf_counter()
     data = load(spec)
     load_s = time.perf_counter() - tic
+    phases = {"data": peak_rss_mib()}  # peak RSS after each phase, to tell where a high peak comes from
     cfg = load_config(
         None,
         [
@@ -88,7 +89,9 @@ def measure(
         protocol="paper",
     )
     trainer = Trainer(cfg, data=data)
+    phases["model"] = peak_rss_mib()
     result = trainer.fit()
+    phases["fit"] = peak_rss_mib()
     wall = [h["seconds"] for h in result.history]
     cpu = [h["cpu_seconds"] for h in result.history]
     per_epoch = len(BPRSampler(data.train, cfg.train.batch_size, cfg.seed, cfg.train.sampler))
@@ -100,6 +103,7 @@ def measure(
     tic = time.perf_counter()
     evaluate(result.model, data, "val", cfg.eval)
     eval_s = time.perf_counter() - tic
+    phases["eval"] = peak_rss_mib()
     from modalrec.evaluate import auto_chunk
 
     n_eval = int((data.val.getnnz(axis=1) > 0).sum())
@@ -118,9 +122,11 @@ def measure(
         "roofline_seconds": round(roof, 3),
         "eval_over_roofline": round(eval_s / roof, 2) if roof > 0 else None,
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_rss_mib_after": {k: round(v, 1) for k, v in phases.items()},
         "val_recall@20": round(float(result.metrics["valid"]["recall@20"]), 4),
         "data_seconds": round(load_s, 2),
-        **({"batches_run": max(ran), "batches_per_epoch": per_epoch} if capped else {}),
+        "batches_per_epoch": per_epoch,
+        **({"batches_run": max(ran)} if capped else {}),
     }
 
 

@@ -36,3 +36,24 @@ def test_capped_epochs_are_extrapolated_and_labelled(report_path: Path) -> None:
     text = report_path.read_text()
     assert "(est. from 3 of 15 batches)" in text
     assert "capped epochs (peak over the first batches and a full evaluation): mf" in text
+
+
+def test_scaling_exponents_separate_steps_from_epochs(report_path: Path) -> None:
+    # A full-graph model: each step costs c·n, an epoch has n/2048 steps -> epoch time ∝ n², step time ∝ n.
+    rows = []
+    for n in (10_000, 100_000, 1_000_000):
+        steps = -(-n // 2048)
+        rows.append(
+            {
+                "model": "g",
+                "dataset": f"syn-{n}",
+                "train_interactions": n,
+                "epoch_seconds_median": 1e-6 * n * steps,
+                "peak_rss_mib": 100.0,
+                "batches_per_epoch": steps,
+            }
+        )
+    del rows[0]["batches_per_epoch"]  # an older row: falls back to the default batch of 2,048
+    epoch_exp, step_exp = suite.scaling_plot(rows)["g"]
+    assert epoch_exp == pytest.approx(2.0, abs=0.02)
+    assert step_exp == pytest.approx(1.0, abs=0.02)

@@ -21,10 +21,15 @@ with cosine similarity s; objective L = L_bpr + λ1 L_s + λ2 ||Θ||².
 Open details taken from the official PyTorch release: 32-d embeddings, H = 128, two layers, keep rate 0.5
 for both dropouts, τ = 1, λ1 = 1e-3, λ2 = 1e-7 on the squared norm of *all* parameters; the contrastive
 term averages over the batch's users and positive items and sums over layers. σ is a LeakyReLU of slope
-``leaky_slope`` (the paper writes σ; the release's LeakyReLU slope is 0.5); ``leaky_slope = 1.0`` gives
-the purely linear layers of the release's PyTorch port. The paper's extra hyperedge-mixing layers (Eq. 5)
-are not used by that port; we do not implement them. The local view uses the symmetric D^{-1/2} A D^{-1/2}
-of LightGCN, without self-loops.
+``leaky_slope`` (the paper writes σ; the TensorFlow release uses slope 0.5). The paper's extra
+hyperedge-mixing layers (Eq. 5) are not used by the PyTorch release; we do not implement them. The local view
+uses the symmetric D^{-1/2} A D^{-1/2} of LightGCN, without self-loops (as the release).
+
+Where the PyTorch release differs from the paper (defaults follow the paper; each is an option):
+* its layers are linear (the LeakyReLU is defined but not applied): ``leaky_slope = 1.0``;
+* its contrastive term uses the batch's unique users/items as negatives, not all nodes: ``negatives = "batch"``;
+* it stops the gradient through the local view in that term (only the hypergraph view is pulled towards the
+  local one): ``detach_local = True``.
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ class HCCF(Model):
         ssl_temp: float = 1.0  # τ of the cross-view InfoNCE (Eq. 8)
         ssl_weight: float = 1e-3  # λ1 of the contrastive term
         reg_weight: float = 1e-7  # λ2 of the squared norm of all parameters
-        negatives: str = "all"  # InfoNCE negatives: "all" nodes of the global view (Eq. 8) or "batch"
+        negatives: str = "all"  # InfoNCE negatives: "all" nodes (Eq. 8) or the "batch" nodes (release)
+        detach_local: bool = False  # release: no gradient through the local view in the contrastive term
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
@@ -120,7 +126,7 @@ class HCCF(Model):
             users, items = torch.unique(batch.users), torch.unique(batch.pos)
             tau, cl = self.cfg.ssl_temp, u.new_zeros(())
             for z, g in zip(emb.extras["local"], emb.extras["global"], strict=True):
-                zu, zi = torch.split(z, [self.n_users, self.n_items])
+                zu, zi = torch.split(z.detach() if self.cfg.detach_local else z, [self.n_users, self.n_items])
                 gu, gi = torch.split(g, [self.n_users, self.n_items])
                 if self.cfg.negatives == "batch":
                     cl = cl + info_nce(zu[users], gu[users], tau) + info_nce(zi[items], gi[items], tau)
