@@ -19,12 +19,14 @@ import torch
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameter numbers (malloc.h)
 _M_MMAP_THRESHOLD = -3
-# Blocks up to 32 MiB (every [U+I, d] temporary up to ~130k nodes at d = 64, and the 16 MiB evaluation blocks)
-# come from the heap and are reused; larger ones keep glibc's mmap path so they return to the OS on free. The
-# earlier 1 GiB threshold made ItemKNN's [1024, I] similarity blocks on the 1M-interaction synthetic set pile up
-# in the heap (fragmentation: +400 MiB per block, 20 GB before the OOM kill). 32 MiB is also glibc's own
-# ceiling for its dynamic threshold on 64-bit.
-_MMAP_BYTES = 32 << 20
+# Blocks up to 8 MiB (the [U+I, d] temporaries of a training step up to ~32k nodes at d = 64) come from the heap
+# and are reused; larger ones keep glibc's mmap path and return to the OS on free. Larger thresholds were tried
+# and dropped: with 1 GiB, ItemKNN's [1024, I] similarity blocks on the 1M-interaction synthetic set piled up in
+# the heap (20 GB, OOM-killed); with 32 MiB, the 16 MiB score blocks of an evaluation did (VBPR test evaluation
+# there: 18 GB against 0.7 GB untuned). Small long-lived allocations made between two such blocks split the hole
+# a freed block leaves, so the next block of the same size no longer fits and the heap grows by one block per
+# chunk. 8 MiB keeps every evaluation block (~16 MiB by design, see evaluate.auto_chunk) on the mmap path.
+_MMAP_BYTES = 8 << 20
 _TRIM_BYTES = 256 << 20  # free memory kept at the top of the heap before glibc returns it
 _tuned = False
 
