@@ -21,6 +21,7 @@ always goes through ``score``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,9 +74,11 @@ class _ItemKNNBase(Model):
         first = torch.repeat_interleave(crow[:-1], lengths)
         idx = torch.repeat_interleave(starts, lengths) + torch.arange(total, device=users.device) - first
         values = torch.ones(total, device=users.device)
-        return torch.sparse_csr_tensor(
-            crow, self.hist_indices[idx], values, (len(users), self.n_items), check_invariants=False
-        )
+        with warnings.catch_warnings():  # torch's "CSR is beta" notice
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(
+                crow, self.hist_indices[idx], values, (len(users), self.n_items), check_invariants=False
+            )
 
     def forward(self) -> Embeddings:
         empty_u = torch.zeros(self.n_users, 0, device=self.hist_indptr.device)

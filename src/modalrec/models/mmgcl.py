@@ -21,15 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
-from modalrec.graph import normalize_edges, spmm_edges
+from modalrec.graph import BipartitePattern, bipartite_layer_mean
 from modalrec.losses import bpr_loss, info_nce, l2_reg
 from modalrec.models.base import Embeddings, Model
 
@@ -39,9 +37,8 @@ class MMGCL(Model):
 
     name = "mmgcl"
     modalities = "any"
-    rows: torch.Tensor
-    cols: torch.Tensor
-    norm: torch.Tensor
+    r_hat: torch.Tensor  # R̂ [U, I] of the full graph (sparse CSR buffer)
+    r_hat_t: torch.Tensor  # R̂ᵀ [I, U]
 
     @dataclass
     class Config:
@@ -78,14 +75,13 @@ class MMGCL(Model):
             lin = nn.Linear(feats.shape[1], d, bias=False)
             nn.init.xavier_uniform_(lin.weight)
             self.proj.append(lin)
-        coo = sp.coo_matrix(data.train)
-        users = torch.from_numpy(coo.row.astype(np.int64))
-        items = torch.from_numpy(coo.col.astype(np.int64)) + data.n_users
-        rows, cols = torch.cat([users, items]), torch.cat([items, users])
-        n = data.n_users + data.n_items
-        self.register_buffer("rows", rows, persistent=False)
-        self.register_buffer("cols", cols, persistent=False)
-        self.register_buffer("norm", normalize_edges(rows, cols, torch.ones(len(rows)), n), persistent=False)
+        # The graph as its two normalised blocks R̂ [U, I], R̂ᵀ [I, U]; an ME view keeps the sparsity pattern and
+        # zeroes the dropped interactions' values (degrees recomputed), so propagation is the lean
+        # bipartite_layer_mean (O((U+I)·d) activation memory per branch instead of O(|E|·d) per layer).
+        self.pattern = BipartitePattern(data.train)  # index tensors on the CPU; views are moved per step
+        r_hat, r_hat_t = self.pattern.blocks()
+        self.register_buffer("r_hat", r_hat, persistent=False)
+        self.register_buffer("r_hat_t", r_hat_t, persistent=False)
 
     def _item_inputs(self, mask_prob: float = 0.0) -> list[torch.Tensor]:
         """Layer-0 item inputs of every branch ([I, d] each); modality rows masked with ``mask_prob``."""
@@ -100,25 +96,21 @@ class MMGCL(Model):
 
     def _encode(self, edge_drop: float = 0.0, mask_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """One propagation of every branch; returns fused users [U, D] and items [I, D]."""
-        n = self.n_users + self.n_items
-        outs = []
+        outs_u, outs_i = [], []
         for user, item in zip(self.user_emb, self._item_inputs(mask_prob), strict=True):
-            if edge_drop > 0:
-                keep = torch.rand(len(self.rows) // 2, device=self.rows.device) >= edge_drop
-                keep = torch.cat([keep, keep])  # the same interaction is dropped in both directions
-                rows, cols = self.rows[keep], self.cols[keep]
-                vals = normalize_edges(rows, cols, torch.ones(len(rows), device=rows.device), n)
+            if (
+                edge_drop > 0
+            ):  # each branch its own corruption; an interaction goes in both directions at once
+                r, r_t = self.pattern.blocks(torch.rand(len(self.pattern)) >= edge_drop)
+                blocks = (r.to(user.device), r_t.to(user.device))
             else:
-                rows, cols, vals = self.rows, self.cols, self.norm
-            x = torch.cat([user, item], dim=0)
-            acc = x
-            for _ in range(self.cfg.n_layers):
-                x = spmm_edges(rows, cols, vals, x, n)
-                acc = acc + x
-            outs.append(acc / (self.cfg.n_layers + 1))
-        fused = torch.cat(outs, dim=1) if self.cfg.fusion == "concat" else torch.stack(outs).sum(dim=0)
-        users, items = torch.split(fused, [self.n_users, self.n_items])
-        return users, items
+                blocks = (self.r_hat, self.r_hat_t)
+            u, i = bipartite_layer_mean(*blocks, user, item, self.cfg.n_layers)
+            outs_u.append(u)
+            outs_i.append(i)
+        if self.cfg.fusion == "concat":
+            return torch.cat(outs_u, dim=1), torch.cat(outs_i, dim=1)
+        return torch.stack(outs_u).sum(dim=0), torch.stack(outs_i).sum(dim=0)
 
     def forward(self) -> Embeddings:
         users, items = self._encode()
