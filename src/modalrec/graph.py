@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -241,15 +242,64 @@ def bipartite_layer_mean(
     return _BipartiteLayerMean.apply(r, r_t, users, items, n_layers)
 
 
+# Edges per block in spmm_edges: a [block, d] gather of 2^18 rows is 64 MiB at d = 64.
+EDGE_BLOCK = 1 << 18
+
+
+def _edge_products(
+    rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor, n_rows: int
+) -> torch.Tensor:
+    out = x.new_zeros(n_rows, x.shape[1])
+    for start in range(0, len(rows), EDGE_BLOCK):
+        sl = slice(start, start + EDGE_BLOCK)
+        out.index_add_(0, rows[sl], x.index_select(0, cols[sl]).mul_(values[sl].unsqueeze(1)))
+    return out
+
+
+class _EdgeSpmm(torch.autograd.Function):
+    """out = Σ_e values[e] · x[cols[e]] into row rows[e], with a backward that keeps no [|E|, d] tensor.
+
+    Autograd through ``index_add(rows, values ⊙ x[cols])`` saves the gathered [|E|, d] messages (twice, for
+    values and for x): on the 1M-interaction synthetic set that was 0.4 GB per product and GRCN's epoch peaked at
+    9.3 GB. Here forward and backward gather in blocks of ``EDGE_BLOCK`` edges and only (rows, cols, values, x)
+    are saved.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor, n_rows: int
+    ) -> torch.Tensor:
+        ctx.save_for_backward(rows, cols, values, x)
+        return _edge_products(rows, cols, values, x, n_rows)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
+        rows, cols, values, x = ctx.saved_tensors
+        want_values, want_x = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+        grad_values = torch.empty_like(values) if want_values else None
+        grad_x = torch.zeros_like(x) if want_x else None
+        for start in range(0, len(rows), EDGE_BLOCK):
+            sl = slice(start, start + EDGE_BLOCK)
+            g = grad_out.index_select(0, rows[sl])  # [block, d]: ∂L/∂out at each edge's target row
+            if grad_values is not None:  # ∂L/∂values[e] = <∂L/∂out[rows[e]], x[cols[e]]>
+                grad_values[sl] = (g * x.index_select(0, cols[sl])).sum(1)
+            if grad_x is not None:  # ∂L/∂x[c] = Σ_{e: cols[e] = c} values[e] ∂L/∂out[rows[e]]
+                grad_x.index_add_(0, cols[sl], g.mul_(values[sl].unsqueeze(1)))
+        return None, None, grad_values, grad_x, None
+
+
 def spmm_edges(
     rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor, n_rows: int
 ) -> torch.Tensor:
     """out[r] = Σ_e values[e] · x[cols[e]] over edges with rows[e] = r; differentiable in values and x.
 
-    Shapes: rows, cols, values [E]; x [N, d]; result [n_rows, d].
+    Shapes: rows, cols, values [E]; x [N, d]; result [n_rows, d]. Works in blocks of ``EDGE_BLOCK`` edges, so
+    memory is O(N·d + E) rather than O(E·d), in the backward pass too.
     """
-    out = torch.zeros(n_rows, x.shape[1], dtype=x.dtype, device=x.device)
-    return out.index_add(0, rows, values.unsqueeze(1) * x.index_select(0, cols))
+    if not (values.requires_grad or x.requires_grad):
+        return _edge_products(rows, cols, values, x, n_rows)
+    result: torch.Tensor = _EdgeSpmm.apply(rows, cols, values, x, n_rows)
+    return result
 
 
 def knn_edges(
