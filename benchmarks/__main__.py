@@ -207,6 +207,10 @@ def targets_section(ok: list[dict[str, Any]]) -> list[str]:
             f"largest peak {worst['peak_rss_mib']} MiB ({worst['model']}); whole epochs: {', '.join(full) or '-'}"
             f"; capped epochs (peak over the first batches and a full evaluation): {', '.join(capped) or '-'}"
         )
+        from modalrec.models import MODELS
+
+        missing = sorted(set(MODELS) - {r["model"] for r in big})
+        lines.append(f"- 1M-interaction synthetic, models not yet measured: {', '.join(missing) or 'none'}")
     return lines
 
 
