@@ -68,6 +68,11 @@ def normalized_interactions(train: sp.spmatrix) -> tuple[torch.Tensor, torch.Ten
     return scipy_to_torch(rn), scipy_to_torch(sp.csr_matrix(rn.T))
 
 
+def inv_sqrt_degree(deg: torch.Tensor) -> torch.Tensor:
+    """deg^{-1/2} elementwise, 0 where the degree is 0 (isolated nodes stay zero rows of D^{-1/2} A D^{-1/2})."""
+    return torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+
+
 class BipartitePattern:
     """The interactions' fixed sparsity pattern in both block layouts, for edge-dropped views without rebuilding.
 
@@ -102,9 +107,7 @@ class BipartitePattern:
         w = torch.ones(len(self)) if keep is None else keep.to(torch.float32)
         deg_u = torch.zeros(n_users).index_add_(0, self.users, w)
         deg_i = torch.zeros(n_items).index_add_(0, self.items, w)
-        inv_u = torch.where(deg_u > 0, deg_u.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg_u))
-        inv_i = torch.where(deg_i > 0, deg_i.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg_i))
-        vals = w * inv_u[self.users] * inv_i[self.items]
+        vals = w * inv_sqrt_degree(deg_u)[self.users] * inv_sqrt_degree(deg_i)[self.items]
         with warnings.catch_warnings():  # torch's "CSR is beta" notice
             warnings.simplefilter("ignore", UserWarning)
             r = torch.sparse_csr_tensor(
@@ -350,7 +353,7 @@ def normalize_edges(
     if mode == "row":
         inv = torch.where(deg > 0, 1.0 / deg.clamp_min(1e-12), torch.zeros_like(deg))
         return values * inv[rows]
-    inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+    inv_sqrt = inv_sqrt_degree(deg)
     return inv_sqrt[rows] * values * inv_sqrt[cols]
 
 
