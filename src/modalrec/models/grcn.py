@@ -16,8 +16,10 @@ Prediction layer: u = [id_rep_u ; u^1 ; ... ; u^M], i likewise (concatenation fu
 
 Open details follow the official code (weiyinwei/GRCN): L2-normalised preferences and content, three routing
 iterations, two ID layers with the layer sum as readout, concatenation fusion, edge weights not detached (the
-refinement is learned end to end). Its "confid" weighting mode is not offered. All operations are per edge
-(index_add over the E interactions): no dense [U, I] matrix.
+refinement is learned end to end). Its "confid" weighting mode is not offered. Every per-edge operation runs on
+the fixed interaction pattern (``edge_pattern.EdgePattern``): affinities are sampled dense-dense products and
+propagation is a CSR product with the learned edge values, so neither a dense [U, I] matrix nor a gathered
+[E, d] tensor is ever built.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
-from modalrec.graph import spmm_edges
+from modalrec.edge_pattern import EdgePattern
 from modalrec.losses import bpr_loss, l2_reg
 from modalrec.models.base import Embeddings, Model
 
@@ -93,6 +95,7 @@ class GRCN(Model):
         di = np.asarray(data.train.sum(axis=0)).ravel()
         norm = 1.0 / np.sqrt(np.maximum(du[coo.row], 1.0) * np.maximum(di[coo.col], 1.0))
         self.register_buffer("edge_norm", torch.from_numpy(norm.astype(np.float32)), persistent=False)
+        self._pattern: EdgePattern | None = None
         self.id_emb = nn.Parameter(
             nn.init.xavier_normal_(torch.empty(data.n_users + data.n_items, cfg.embed_dim))
         )
@@ -110,19 +113,25 @@ class GRCN(Model):
             nn.init.xavier_uniform_(mlp.weight)
             self.content_mlp.append(mlp)
 
+    def pattern(self) -> EdgePattern:
+        """The interaction pattern [U, I] (built once per device; the edge order is that of ``edge_users``)."""
+        if self._pattern is None or self._pattern.crow.device != self.edge_users.device:
+            self._pattern = EdgePattern(self.edge_users, self.edge_items, self.n_users, self.n_items)
+        return self._pattern
+
     def _modality(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Routing and one content hop for modality i: users [U, d_C], items [I, d_C], affinity [E]."""
-        u_idx, i_idx = self.edge_users, self.edge_items
+        graph, u_idx, i_idx = self.pattern(), self.edge_users, self.edge_items
         content = F.normalize(F.leaky_relu(self.content_mlp[i](getattr(self, f"feat_{i}"))), dim=1)
         pref = F.normalize(self.preference[i], dim=1)
         for _ in range(self.cfg.n_routing):
-            alpha = segment_softmax((pref[u_idx] * content[i_idx]).sum(1), u_idx, self.n_users)
-            pref = F.normalize(pref + spmm_edges(u_idx, i_idx, alpha, content, self.n_users), dim=1)
-        affinity = (pref[u_idx] * content[i_idx]).sum(1)
+            alpha = segment_softmax(graph.dot(pref, content), u_idx, self.n_users)
+            pref = F.normalize(pref + graph.spmm(alpha, content), dim=1)
+        affinity = graph.dot(pref, content)
         a_user = segment_softmax(affinity, u_idx, self.n_users)
         a_item = segment_softmax(affinity, i_idx, self.n_items)
-        users = pref + F.leaky_relu(spmm_edges(u_idx, i_idx, a_user, content, self.n_users))
-        items = content + F.leaky_relu(spmm_edges(i_idx, u_idx, a_item, pref, self.n_items))
+        users = pref + F.leaky_relu(graph.spmm(a_user, content))
+        items = content + F.leaky_relu(graph.spmm(a_item, pref, transpose=True))
         return users, items, affinity
 
     def edge_weights(self) -> torch.Tensor:
@@ -135,17 +144,16 @@ class GRCN(Model):
         weights = refined_edge_weights(
             torch.stack([m[2] for m in mods], dim=1), self.cfg.fusion, self.cfg.prune
         )
-        w = weights * self.edge_norm
-        u_idx, i_idx = self.edge_users, self.edge_items + self.n_users
-        rows, cols = torch.cat([u_idx, i_idx]), torch.cat([i_idx, u_idx])
-        vals = torch.cat([w, w])
-        x = F.normalize(self.id_emb, dim=1)
-        out = x
-        n = self.n_users + self.n_items
+        w = weights * self.edge_norm  # refined R̂ ⊙ W; the graph is [[0, W], [Wᵀ, 0]]
+        graph = self.pattern()
+        x_users, x_items = torch.split(F.normalize(self.id_emb, dim=1), [self.n_users, self.n_items])
+        id_users, id_items = x_users, x_items
         for _ in range(self.cfg.n_layers):
-            x = F.leaky_relu(spmm_edges(rows, cols, vals, x, n))
-            out = out + x
-        id_users, id_items = torch.split(out, [self.n_users, self.n_items])
+            x_users, x_items = (
+                F.leaky_relu(graph.spmm(w, x_items)),
+                F.leaky_relu(graph.spmm(w, x_users, transpose=True)),
+            )
+            id_users, id_items = id_users + x_users, id_items + x_items
         users = torch.cat([id_users, *[m[0] for m in mods]], dim=1)
         items = torch.cat([id_items, *[m[1] for m in mods]], dim=1)
         return Embeddings(users, items, {"edge_weights": weights.detach()})

@@ -12,8 +12,9 @@ in matrix form (Eq. 7), with L = D^{-1/2} A D^{-1/2} the normalised bipartite ad
 
 followed by message dropout (Section 2.4.2) on each layer's output. The readout concatenates every layer
 (Eq. 9): e*_u = e_u^(0) || ... || e_u^(L), the score is the inner product (Eq. 10) and the loss is BPR
-plus an L2 penalty (Eq. 11), taken on the batch's layer-0 embeddings and divided by the batch size as the
-official code does.
+plus an L2 penalty (Eq. 11) divided by the batch size. Eq. 11 penalises all parameters; the official code
+penalises the batch's *final* (concatenated) embeddings, which reaches W1/W2 through the propagation
+(``reg_on="final"``); ``reg_on="ego"`` penalises the layer-0 rows only, like LightGCN.
 
 Node dropout (Section 2.4.2): the official code implements it by dropping entries of the sparse Laplacian
 (with 1/(1-p) rescaling) at every training forward; ``node_dropout`` does the same (default 0, as in the
@@ -37,6 +38,7 @@ from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
+from modalrec.errors import ConfigError
 from modalrec.graph import normalized_adjacency, sparse_dropout, sparse_mm
 from modalrec.models.base import Embeddings, Model, bpr_terms
 
@@ -59,9 +61,12 @@ class NGCF(Model):
         leaky_slope: float = 0.2  # negative slope of the LeakyReLU (official code: TF default 0.2)
         reg_weight: float = 1e-5  # λ of the L2 penalty on layer-0 batch embeddings (paper: 1e-5)
         official_layer: bool = False  # official-code layer (biases, split activations, normalised readout)
+        reg_on: str = "ego"  # L2 on the batch's "ego" (layer-0) rows or its "final" concatenated embeddings
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
+        if cfg.reg_on not in ("ego", "final"):
+            raise ConfigError(f"ngcf reg_on must be 'ego' or 'final', not {cfg.reg_on!r}")
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, cfg.embed_dim)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, cfg.embed_dim)))
         sizes = [cfg.embed_dim, *cfg.layer_sizes]
@@ -102,4 +107,6 @@ class NGCF(Model):
         return Embeddings(users, items)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
+        if self.cfg.reg_on == "final":  # official code: λ/B · ½||[e*_u; e*_i; e*_j]||² on the readout
+            return bpr_terms(batch, emb, emb.users, emb.items, self.cfg.reg_weight)
         return bpr_terms(batch, emb, self.user_emb, self.item_emb, self.cfg.reg_weight)
