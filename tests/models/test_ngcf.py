@@ -88,3 +88,20 @@ def test_learns_planted_signal(tiny: Dataset) -> None:
         losses.append(np.mean([model.train_step(b, opts)["bpr"] for b in sampler.epoch(epoch)]))
     assert losses[-1] < 0.5 * losses[0]
     assert recall_at(model, tiny) > popularity_recall(tiny) + 0.1
+
+
+def test_reg_on_final_penalises_the_concatenated_readout_rows() -> None:
+    """reg_on="final" (official code): λ/B · ½ Σ ||e*||² over the batch's 256-d readout rows, not layer 0."""
+    from modalrec.data.sampling import Batch
+
+    data = hand_dataset()
+    batch = Batch(torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([2, 0]))
+    for reg_on in ("ego", "final"):
+        model = NGCF(data, NGCF.Config(embed_dim=4, layer_sizes=[3, 3], reg_weight=0.5, reg_on=reg_on))
+        model.eval()
+        emb = model.forward()
+        users, items = (emb.users, emb.items) if reg_on == "final" else (model.user_emb, model.item_emb)
+        assert users.shape[1] == (10 if reg_on == "final" else 4)
+        rows = [users[batch.users], items[batch.pos], items[batch.neg]]
+        expected = 0.5 * 0.5 * sum(float(r.detach().pow(2).sum()) for r in rows) / 2
+        assert abs(float(model.loss(batch, emb)["reg"]) - expected) < 1e-6
