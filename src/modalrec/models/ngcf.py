@@ -23,7 +23,8 @@ paper's recommended setting of message dropout only).
 Official-code behaviour offered as an option (``official_layer=True``; default False follows the paper):
 biases in both transformations, the LeakyReLU applied to each of the two terms separately, the interaction
 term computed from (L + I) E instead of L E, and each layer's output L2-normalised before the
-concatenation. LeakyReLU slope 0.2 is the official code's (TensorFlow's default); the paper does not state
+concatenation. ``normalize_layers=True`` is the form of the RecBole/MMRec toolboxes: the paper's
+layer, with each layer's output L2-normalised and the normalised rows propagated to the next layer. LeakyReLU slope 0.2 is the official code's (TensorFlow's default); the paper does not state
 it.
 """
 
@@ -61,6 +62,7 @@ class NGCF(Model):
         leaky_slope: float = 0.2  # negative slope of the LeakyReLU (official code: TF default 0.2)
         reg_weight: float = 1e-5  # λ of the L2 penalty on layer-0 batch embeddings (paper: 1e-5)
         official_layer: bool = False  # official-code layer (biases, split activations, normalised readout)
+        normalize_layers: bool = False  # RecBole/MMRec form: L2-normalise each layer's output and propagate that
         reg_on: str = "ego"  # L2 on the batch's "ego" (layer-0) rows or its "final" concatenated embeddings
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
@@ -101,6 +103,8 @@ class NGCF(Model):
         for index in range(len(self.w1)):
             x = self.layer(index, adj, x)
             x = F.dropout(x, self.cfg.mess_dropout, self.training)
+            if self.cfg.normalize_layers:  # bounded layer outputs; the next layer reads the normalised rows
+                x = F.normalize(x, dim=1)
             outs.append(F.normalize(x, dim=1) if self.cfg.official_layer else x)
         out = torch.cat(outs, dim=1)  # Eq. 9: concatenation of all layers, [N, out_dim]
         users, items = torch.split(out, [self.n_users, self.n_items])
