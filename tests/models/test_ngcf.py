@@ -105,3 +105,14 @@ def test_reg_on_final_penalises_the_concatenated_readout_rows() -> None:
         rows = [users[batch.users], items[batch.pos], items[batch.neg]]
         expected = 0.5 * 0.5 * sum(float(r.detach().pow(2).sum()) for r in rows) / 2
         assert abs(float(model.loss(batch, emb)["reg"]) - expected) < 1e-6
+
+
+def test_normalize_layers_gives_unit_rows_per_layer_and_feeds_them_on(tiny: Dataset) -> None:
+    torch.manual_seed(0)
+    model = NGCF(tiny, NGCF.Config(embed_dim=8, layer_sizes=[8, 8], normalize_layers=True)).eval()
+    emb = model.forward()
+    for block in (emb.users[:, 8:16], emb.users[:, 16:], emb.items[:, 8:16]):
+        torch.testing.assert_close(block.norm(dim=1), torch.ones(block.shape[0]))
+    x = F.normalize(model.layer(0, model.adj, torch.cat([model.user_emb, model.item_emb])), dim=1)
+    second = F.normalize(model.layer(1, model.adj, x), dim=1)  # layer 2 reads layer 1's normalised rows
+    torch.testing.assert_close(torch.cat([emb.users[:, 16:], emb.items[:, 16:]]), second)

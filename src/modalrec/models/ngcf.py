@@ -24,8 +24,8 @@ Official-code behaviour offered as an option (``official_layer=True``; default F
 biases in both transformations, the LeakyReLU applied to each of the two terms separately, the interaction
 term computed from (L + I) E instead of L E, and each layer's output L2-normalised before the
 concatenation. ``normalize_layers=True`` is the form of the RecBole/MMRec toolboxes: the paper's
-layer, with each layer's output L2-normalised and the normalised rows propagated to the next layer. LeakyReLU slope 0.2 is the official code's (TensorFlow's default); the paper does not state
-it.
+layer, with each layer's output L2-normalised and the normalised rows propagated to the next layer.
+LeakyReLU slope 0.2 is the official code's (TensorFlow's default); the paper does not state it.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ class NGCF(Model):
         leaky_slope: float = 0.2  # negative slope of the LeakyReLU (official code: TF default 0.2)
         reg_weight: float = 1e-5  # λ of the L2 penalty on layer-0 batch embeddings (paper: 1e-5)
         official_layer: bool = False  # official-code layer (biases, split activations, normalised readout)
-        normalize_layers: bool = False  # RecBole/MMRec form: L2-normalise each layer's output and propagate that
+        normalize_layers: bool = (
+            False  # RecBole/MMRec form: L2-normalise each layer's output and propagate that
+        )
         reg_on: str = "ego"  # L2 on the batch's "ego" (layer-0) rows or its "final" concatenated embeddings
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
