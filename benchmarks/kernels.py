@@ -1,4 +1,5 @@
-"""Kernel timings behind the training-epoch figures: block products, the LightGCN layer mean, InfoNCE blocks.
+"""Kernel timings behind the training-epoch figures: block products, the LightGCN layer mean, InfoNCE blocks,
+per-edge products over the interaction list (GRCN).
 
     python -m benchmarks.kernels [--data ../shared/data/amazon-baby | syn:100000] [--threads 1] [--repeats 20]
 
@@ -16,10 +17,12 @@ import sys
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from benchmarks.measure import load
-from modalrec.graph import _layer_mean, normalized_interactions, spmm_into
+from modalrec.edge_pattern import EdgePattern
+from modalrec.graph import _layer_mean, normalized_interactions, spmm_edges, spmm_into
 from modalrec.losses import info_nce, info_nce_all
 from modalrec.runtime import set_threads, tune_allocator
 
@@ -59,6 +62,23 @@ def main(argv: list[str] | None = None) -> int:
         "block product R̂ᵀ @ users [I, d]": lambda: spmm_into(r_t, users, out_i),
         "LightGCN layer mean, 3 layers": lambda: _layer_mean(r, r_t, users, items, 3),
     }
+    # per-edge kernels over the training interactions (GRCN's routing and refined-graph propagation)
+    coo = data.train.tocoo()
+    e_rows, e_cols = torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))
+    pattern = EdgePattern(e_rows, e_cols, n_users, n_items)
+    e_vals = torch.rand(len(e_rows), generator=gen)
+    rows.update(
+        {
+            "per-edge dot, gathers (a[rows] * b[cols]).sum(1)": lambda: (users[e_rows] * items[e_cols]).sum(
+                1
+            ),
+            "per-edge dot, EdgePattern.dot (CSR SDDMM)": lambda: pattern.dot(users, items),
+            "edge-list product, spmm_edges (blocked gathers)": lambda: spmm_edges(
+                e_rows, e_cols, e_vals, items, n_users
+            ),
+            "edge-list product, EdgePattern.spmm (CSR)": lambda: pattern.spmm(e_vals, items),
+        }
+    )
     timings = {name: median_ms(fn, args.repeats) for name, fn in rows.items()}
     # contrastive blocks at the sizes of a batch: distinct users of a batch vs each other, and vs all nodes
     n_anchor = min(n_users, int(0.93 * args.batch))
