@@ -43,6 +43,7 @@ import torch
 import torch.distributed as dist
 
 from modalrec.data.sampling import Batch
+from modalrec.optim import Adam
 
 log = logging.getLogger("modalrec.distributed")
 
@@ -69,7 +70,7 @@ class _State:
         self.weight = 1.0 / world  # n_r / N of the current step
 
 
-def _allreduce_grads(opt: torch.optim.Optimizer, state: _State) -> None:
+def _allreduce_grads(opt: Adam, state: _State) -> None:
     """Replace each parameter's gradient by sum_r (n_r / N) grad_r (params with no grad on any rank stay None)."""
     params = [p for group in opt.param_groups for p in group["params"]]
     if not params:
@@ -97,9 +98,7 @@ def _allreduce_grads(opt: torch.optim.Optimizer, state: _State) -> None:
 def _wrap_train_step(model: Any, state: _State) -> None:
     inner = model.train_step
 
-    def train_step(
-        batch: Batch, optimizers: list[torch.optim.Optimizer], grad_clip: float | None = None
-    ) -> dict[str, float]:
+    def train_step(batch: Batch, optimizers: list[Adam], grad_clip: float | None = None) -> dict[str, float]:
         n = len(batch.users)
         lo, hi = shard_bounds(n, state.rank, state.world)
         if hi > lo:
@@ -119,7 +118,7 @@ def _wrap_train_step(model: Any, state: _State) -> None:
 def _wrap_configure_optimizers(model: Any, state: _State) -> None:
     inner = model.configure_optimizers
 
-    def configure_optimizers(settings: Any) -> list[torch.optim.Optimizer]:
+    def configure_optimizers(settings: Any) -> list[Adam]:
         optimizers = inner(settings)
         for opt in optimizers:
             opt.register_step_pre_hook(lambda o, args, kwargs: _allreduce_grads(o, state))

@@ -35,6 +35,7 @@ from modalrec.errors import ConfigError, ModalrecError
 from modalrec.evaluate import evaluate, group_breakdown
 from modalrec.models import MODELS
 from modalrec.models.base import Model, TrainSettings
+from modalrec.optim import Adam, LRSchedule
 from modalrec.runtime import set_threads, tune_allocator
 
 log = logging.getLogger("modalrec.train")
@@ -117,12 +118,10 @@ class Trainer:
         t = self.cfg.train
         return TrainSettings(lr=t.lr, weight_decay=t.weight_decay, optimizer=t.optimizer)
 
-    def _schedulers(self, optimizers: list[torch.optim.Optimizer]) -> list[Any]:
+    def _schedulers(self, optimizers: list[Adam]) -> list[LRSchedule]:
         t = self.cfg.train
-        if t.lr_schedule == "step":
-            return [torch.optim.lr_scheduler.StepLR(o, t.lr_step, t.lr_gamma) for o in optimizers]
-        if t.lr_schedule == "cosine":
-            return [torch.optim.lr_scheduler.CosineAnnealingLR(o, max(1, t.epochs)) for o in optimizers]
+        if t.lr_schedule in ("step", "cosine"):
+            return [LRSchedule(o, t.lr_schedule, t.lr_step, t.lr_gamma, max(1, t.epochs)) for o in optimizers]
         return []
 
     def _start_logging(self) -> None:

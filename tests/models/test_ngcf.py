@@ -104,7 +104,7 @@ def test_reg_on_final_penalises_the_concatenated_readout_rows() -> None:
         assert users.shape[1] == (10 if reg_on == "final" else 4)
         rows = [users[batch.users], items[batch.pos], items[batch.neg]]
         expected = 0.5 * 0.5 * sum(float(r.detach().pow(2).sum()) for r in rows) / 2
-        assert abs(float(model.loss(batch, emb)["reg"]) - expected) < 1e-6
+        assert abs(float(model.loss(batch, emb)["reg"].detach()) - expected) < 1e-6
 
 
 def test_normalize_layers_gives_unit_rows_per_layer_and_feeds_them_on(tiny: Dataset) -> None:

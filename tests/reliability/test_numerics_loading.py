@@ -22,6 +22,7 @@ from modalrec.graph import MEMORY_ENV, knn_edges
 from modalrec.models import MODELS
 from modalrec.models.base import TrainSettings
 from modalrec.models.lightgcn import LightGCN
+from modalrec.optim import Adam
 from modalrec.train import Trainer, build_model
 
 SMALL = [
@@ -155,7 +156,7 @@ def test_grad_clip_bounds_gradient_norm(name: str, small: Dataset) -> None:
     optimizers = model.configure_optimizers(TrainSettings(lr=0.01))
     seen: list[float] = []
 
-    def record(opt: torch.optim.Optimizer) -> None:
+    def record(opt: Adam) -> None:
         original = opt.step
 
         def step(*args: Any, **kwargs: Any) -> Any:

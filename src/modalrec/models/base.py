@@ -15,6 +15,7 @@ from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
+from modalrec.optim import Adam
 
 
 class Embeddings(NamedTuple):
@@ -96,16 +97,17 @@ class Model(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Called before each training epoch (e.g. to rebuild graphs)."""
 
-    def configure_optimizers(self, train: TrainSettings) -> list[torch.optim.Optimizer]:
-        """Default: one Adam (or AdamW) over all parameters."""
+    def configure_optimizers(self, train: TrainSettings) -> list[Adam]:
+        """Default: one Adam (or AdamW) over all parameters (``modalrec.optim``; fused kernel when available)."""
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             return []
-        opt_cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-        return [make_adam(opt_cls, params, lr=train.lr, weight_decay=train.weight_decay)]
+        return [
+            Adam(params, lr=train.lr, weight_decay=train.weight_decay, decoupled=train.optimizer == "adamw")
+        ]
 
     def train_step(
-        self, batch: Batch, optimizers: list[torch.optim.Optimizer], grad_clip: float | None = None
+        self, batch: Batch, optimizers: list[Adam], grad_clip: float | None = None
     ) -> dict[str, float]:
         """One optimisation step: forward, named losses, backward, step. Returns each term as a float."""
         emb = self.forward()
@@ -131,17 +133,3 @@ class Model(nn.Module):
         for b in self.buffers():
             return b.device
         return torch.device("cpu")
-
-
-def make_adam(
-    opt_cls: type[torch.optim.Adam] | type[torch.optim.AdamW], params: list[nn.Parameter], **kwargs: Any
-) -> torch.optim.Optimizer:
-    """Adam/AdamW with the fused kernel when this torch has it for these tensors, else the default one.
-
-    The fused step does the four moment/update passes over the embedding tables in one sweep: on amazon-baby
-    LightGCN (1.7M parameters) the optimiser step goes from about 0.24 s to 0.11 s per epoch on 2 threads.
-    """
-    try:
-        return opt_cls(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):  # older torch, or a device/dtype without a fused kernel
-        return opt_cls(params, **kwargs)

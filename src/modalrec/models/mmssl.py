@@ -58,6 +58,7 @@ from modalrec.models.mmssl_parts import (
     interaction_block,
     topk_relations,
 )
+from modalrec.optim import Adam, AdamW
 
 VARIANTS = ("full", "wo_asl", "wo_cl", "wo_gt", "rp_gae")
 
@@ -365,7 +366,7 @@ class MMSSL(Model):
         self,
         batch: Batch,
         emb: Embeddings,
-        opt: torch.optim.Optimizer,
+        opt: Adam,
         cols: torch.Tensor | None,
         pos: torch.Tensor | None,
         grad_clip: float | None = None,
@@ -438,22 +439,18 @@ class MMSSL(Model):
             terms["gae"] = cfg.gae_weight * torch.as_tensor(gae)
         return terms
 
-    def configure_optimizers(self, train: TrainSettings) -> list[torch.optim.Optimizer]:
+    def configure_optimizers(self, train: TrainSettings) -> list[Adam]:
         """[AdamW over the main model, Adam(betas 0.5, 0.9) over D] (paper Sec. 4.1.4)."""
         d_params = set(self.discriminator.parameters()) if self.discriminator is not None else set()
         main = [p for p in self.parameters() if p.requires_grad and p not in d_params]
         lr = self.cfg.lr if self.cfg.lr is not None else train.lr
-        opts: list[torch.optim.Optimizer] = [
-            torch.optim.AdamW(main, lr=lr, weight_decay=self.cfg.weight_decay)
-        ]
+        opts = [AdamW(main, lr=lr, weight_decay=self.cfg.weight_decay)]
         if self.discriminator is not None:
-            opts.append(
-                torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.d_lr, betas=self.cfg.d_betas)
-            )
+            opts.append(Adam(self.discriminator.parameters(), lr=self.cfg.d_lr, betas=self.cfg.d_betas))
         return opts
 
     def train_step(
-        self, batch: Batch, optimizers: list[torch.optim.Optimizer], grad_clip: float | None = None
+        self, batch: Batch, optimizers: list[Adam], grad_clip: float | None = None
     ) -> dict[str, float]:
         """Algorithm 1 for one batch: ``d_steps`` updates of D, then one update of the main model.
 

@@ -64,6 +64,7 @@ from modalrec.errors import ConfigError
 from modalrec.graph import lightgcn_readout, normalized_adjacency, sparse_mm
 from modalrec.losses import bpr_loss, info_nce
 from modalrec.models.base import Embeddings, Model, TrainSettings
+from modalrec.optim import Adam
 
 SSL_TASKS = ("fd", "fm", "fd+fm", "fac", "none")
 
@@ -304,11 +305,11 @@ class SLMRec(Model):
             terms["ssl"] = self.cfg.ssl_weight * self.ssl_loss(batch, emb)
         return terms
 
-    def configure_optimizers(self, train: TrainSettings) -> list[torch.optim.Optimizer]:
+    def configure_optimizers(self, train: TrainSettings) -> list[Adam]:
         """One Adam whose weight decay is λ of Eq. 14 (``weight_decay``) plus the trainer's weight decay."""
         settings: dict[str, Any] = {
             "lr": train.lr,
             "weight_decay": self.cfg.weight_decay + train.weight_decay,
         }
-        opt_cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-        return [opt_cls([p for p in self.parameters() if p.requires_grad], **settings)]
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [Adam(params, decoupled=train.optimizer == "adamw", **settings)]
