@@ -214,8 +214,14 @@ def spmm_into(a: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tens
 
 
 def _layer_mean(
-    r: torch.Tensor, r_t: torch.Tensor, users: torch.Tensor, items: torch.Tensor, n_layers: int
+    r: torch.Tensor,
+    r_t: torch.Tensor,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    n_layers: int,
+    first_items: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer means (Σ_k Â^k x / (K+1)) of the two blocks; ``first_items`` = R̂ᵀ users if the caller has it."""
     acc_u, acc_i = users.clone(), items.clone()
     cur_u, cur_i = users, items
     # two ping-pong buffer pairs: layer k+1 is written while layer k is read
@@ -223,7 +229,10 @@ def _layer_mean(
     for layer in range(n_layers):
         nxt_u, nxt_i = bufs[layer % 2]
         spmm_into(r, cur_i, nxt_u)
-        spmm_into(r_t, cur_u, nxt_i)
+        if layer == 0 and first_items is not None:
+            nxt_i.copy_(first_items)
+        else:
+            spmm_into(r_t, cur_u, nxt_i)
         acc_u.add_(nxt_u)
         acc_i.add_(nxt_i)
         cur_u, cur_i = nxt_u, nxt_i

@@ -106,12 +106,15 @@ class Model(nn.Module):
             Adam(params, lr=train.lr, weight_decay=train.weight_decay, decoupled=train.optimizer == "adamw")
         ]
 
+    def batch_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The named loss terms of one training batch: ``loss(batch, forward())`` unless a model can do less work."""
+        return self.loss(batch, self.forward())
+
     def train_step(
         self, batch: Batch, optimizers: list[Adam], grad_clip: float | None = None
     ) -> dict[str, float]:
         """One optimisation step: forward, named losses, backward, step. Returns each term as a float."""
-        emb = self.forward()
-        terms = self.loss(batch, emb)
+        terms = self.batch_loss(batch)
         total = torch.stack(list(terms.values())).sum()
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)

@@ -2,6 +2,10 @@
 
 Eq. 3: e^{(k+1)} = Â e^{(k)} with Â = D^{-1/2} A D^{-1/2}; Eq. 4: final embedding = mean over layers 0..K.
 The L2 penalty applies to the layer-0 embeddings of the batch, as in the paper's Eq. 5.
+
+A training step computes the last layer of the users for the batch's users only (``batch_rows.py``): the same
+loss and gradients as the full propagation, with two of the step's twelve sparse block products reduced to the
+batch users' edges.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from modalrec.batch_rows import layer_mean_user_rows
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.graph import bipartite_layer_mean, normalized_interactions
@@ -47,3 +52,14 @@ class LightGCN(Model):
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
         return bpr_terms(batch, emb, self.user_emb, self.item_emb, self.cfg.reg_weight)
+
+    def batch_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """BPR + L2 of one batch (Eq. 5), propagating the last user layer for the batch's users only."""
+        rows, at = torch.unique(batch.users, return_inverse=True)
+        users, items = layer_mean_user_rows(
+            self.r_hat, self.r_hat_t, self.user_emb, self.item_emb, self.cfg.n_layers, rows
+        )
+        local = Batch(at, batch.pos, batch.neg)  # user indices into the batch's rows
+        return bpr_terms(
+            local, Embeddings(users, items), self.user_emb[rows], self.item_emb, self.cfg.reg_weight
+        )
