@@ -107,6 +107,23 @@ def test_reg_on_final_penalises_the_concatenated_readout_rows() -> None:
         assert abs(float(model.loss(batch, emb)["reg"].detach()) - expected) < 1e-6
 
 
+def test_reg_on_all_is_the_squared_norm_of_every_parameter() -> None:
+    """reg_on="all" (Eq. 11 literally): λ·||Θ||² over the embedding tables and every W1/W2, bpr unchanged."""
+    from modalrec.data.sampling import Batch
+
+    data = hand_dataset()
+    batch = Batch(torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([2, 0]))
+    torch.manual_seed(0)
+    model = NGCF(data, NGCF.Config(embed_dim=4, layer_sizes=[3, 3], reg_weight=0.5, reg_on="all")).eval()
+    emb = model.forward()
+    tables = [model.user_emb, model.item_emb, *(lin.weight for lin in [*model.w1, *model.w2])]
+    expected = 0.5 * sum(float(t.detach().pow(2).sum()) for t in tables)
+    terms = model.loss(batch, emb)
+    assert abs(float(terms["reg"].detach()) - expected) < 1e-5
+    model.cfg.reg_on = "ego"
+    torch.testing.assert_close(terms["bpr"], model.loss(batch, emb)["bpr"])
+
+
 def test_normalize_layers_gives_unit_rows_per_layer_and_feeds_them_on(tiny: Dataset) -> None:
     torch.manual_seed(0)
     model = NGCF(tiny, NGCF.Config(embed_dim=8, layer_sizes=[8, 8], normalize_layers=True)).eval()

@@ -14,7 +14,8 @@ followed by message dropout (Section 2.4.2) on each layer's output. The readout 
 (Eq. 9): e*_u = e_u^(0) || ... || e_u^(L), the score is the inner product (Eq. 10) and the loss is BPR
 plus an L2 penalty (Eq. 11) divided by the batch size. Eq. 11 penalises all parameters; the official code
 penalises the batch's *final* (concatenated) embeddings, which reaches W1/W2 through the propagation
-(``reg_on="final"``); ``reg_on="ego"`` penalises the layer-0 rows only, like LightGCN.
+(``reg_on="final"``); ``reg_on="ego"`` penalises the layer-0 rows only, like LightGCN; ``reg_on="all"`` is Eq. 11
+taken literally, λ·||Θ||² over every parameter (whole embedding tables and W1/W2), not divided by the batch.
 
 Node dropout (Section 2.4.2): the official code implements it by dropping entries of the sparse Laplacian
 (with 1/(1-p) rescaling) at every training forward; ``node_dropout`` does the same (default 0, as in the
@@ -41,6 +42,7 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
 from modalrec.graph import normalized_adjacency, sparse_dropout, sparse_mm
+from modalrec.losses import bpr_loss
 from modalrec.models.base import Embeddings, Model, bpr_terms
 
 
@@ -65,12 +67,12 @@ class NGCF(Model):
         normalize_layers: bool = (
             False  # RecBole/MMRec form: L2-normalise each layer's output and propagate that
         )
-        reg_on: str = "ego"  # L2 on the batch's "ego" (layer-0) rows or its "final" concatenated embeddings
+        reg_on: str = "ego"  # L2 on the batch's "ego" (layer-0) rows, its "final" readout rows, or "all" parameters
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
-        if cfg.reg_on not in ("ego", "final"):
-            raise ConfigError(f"ngcf reg_on must be 'ego' or 'final', not {cfg.reg_on!r}")
+        if cfg.reg_on not in ("ego", "final", "all"):
+            raise ConfigError(f"ngcf reg_on must be 'ego', 'final' or 'all', not {cfg.reg_on!r}")
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, cfg.embed_dim)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, cfg.embed_dim)))
         sizes = [cfg.embed_dim, *cfg.layer_sizes]
@@ -113,6 +115,10 @@ class NGCF(Model):
         return Embeddings(users, items)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
+        if self.cfg.reg_on == "all":  # Eq. 11: λ·||Θ||² over every parameter
+            u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
+            penalty = torch.stack([t.pow(2).sum() for t in self.parameters()]).sum()
+            return {"bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)), "reg": self.cfg.reg_weight * penalty}
         if self.cfg.reg_on == "final":  # official code: λ/B · ½||[e*_u; e*_i; e*_j]||² on the readout
             return bpr_terms(batch, emb, emb.users, emb.items, self.cfg.reg_weight)
         return bpr_terms(batch, emb, self.user_emb, self.item_emb, self.cfg.reg_weight)
