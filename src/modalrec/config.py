@@ -41,6 +41,7 @@ class TrainConfig:
     lr_schedule: str = "none"  # "none", "step" (×lr_gamma every lr_step epochs) or "cosine"
     lr_step: int = 50  # epochs between decays of the step schedule
     lr_gamma: float = 0.5  # decay factor of the step schedule
+    ema: float = 0.0  # decay β of a moving average of the weights used for evaluation (0 = off; e.g. 0.99)
     eval_every: int = 1  # epochs between validation evaluations
     sampler: str = (
         "interactions"  # "interactions" (each training pair once per epoch) or "users" (MMSSL style)
@@ -263,6 +264,8 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(t, name)
         if not 0 <= value < float("inf"):
             raise ConfigError(f"train.{name} must be a finite number >= 0, got {value}")
+    if not 0.0 <= t.ema < 1.0:  # also refuses nan
+        raise ConfigError(f"train.ema must be in [0, 1) (0 = no weight averaging), got {t.ema}")
     if t.optimizer not in ("adam", "adamw"):
         raise ConfigError(f"train.optimizer must be 'adam' or 'adamw', not {t.optimizer!r}")
     if t.lr_schedule not in ("none", "step", "cosine"):

@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from modalrec.config import RunConfig, build_model_config, check_against_data, d
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch, BPRSampler
 from modalrec.data.source import dataset_from_config
+from modalrec.ema import ParameterAverage
 from modalrec.errors import ConfigError, ModalrecError
 from modalrec.evaluate import evaluate, group_breakdown
 from modalrec.models import MODELS
@@ -184,6 +186,7 @@ class Trainer:
         optimizers = model.configure_optimizers(self._settings()) if model.trainable else []
         schedulers = self._schedulers(optimizers)
         sampler = BPRSampler(self.data.train, t.batch_size, cfg.seed, t.sampler)
+        average = ParameterAverage(model, t.ema) if t.ema > 0 and model.trainable else None
         best_score, best_epoch, bad = -math.inf, -1, 0
         best_state: dict[str, torch.Tensor] | None = None
         start = 0
@@ -195,6 +198,8 @@ class Trainer:
                 opt.load_state_dict(st)
             for sch, st in zip(schedulers, ckpt["schedulers"], strict=True):
                 sch.load_state_dict(st)
+            if average is not None and ckpt.get("ema") is not None:
+                average.load_state_dict(ckpt["ema"])
             start = ckpt["epoch"] + 1
             best_score, best_epoch, bad = ckpt["best_score"], ckpt["best_epoch"], ckpt["bad"]
             self.history = json.loads(ckpt["history"])
@@ -222,6 +227,8 @@ class Trainer:
                 if t.max_batches and n_batches >= t.max_batches:
                     break
                 terms = model.train_step(batch.to(self.device), optimizers, t.grad_clip or None)
+                if average is not None:
+                    average.update(model)
                 for k, v in terms.items():
                     if not math.isfinite(v):
                         raise TrainingError(
@@ -246,15 +253,21 @@ class Trainer:
                 f"{k}={v / max(1, n_batches):.4f}" for k, v in sums.items()
             )
             if (epoch + 1) % t.eval_every == 0 or epoch == epochs - 1:
-                val = evaluate(model, self.data, "val", cfg.eval)
+                # with train.ema the averaged weights are evaluated and, if best, kept (copied inside the block)
+                with average.applied(model) if average is not None else nullcontext():
+                    val = evaluate(model, self.data, "val", cfg.eval)
+                    score = float(val[metric])  # type: ignore[arg-type]
+                    if score > best_score:
+                        best_state = copy.deepcopy(
+                            {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                        )
                 for k in (metric, "recall@20", "ndcg@20"):
                     if k in val:
                         row[f"val_{k}"] = val[k]
-                score = float(val[metric])  # type: ignore[arg-type]
                 line += f" | val {metric}={score:.4f}"
                 if score > best_score:
                     best_score, best_epoch, bad = score, epoch, 0
-                    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                    assert best_state is not None
                     if self.out is not None:
                         save_checkpoint(self.out / "checkpoint.pt", self._payload(best_state, epoch))
                     line += " *"
@@ -271,6 +284,7 @@ class Trainer:
                         {
                             "optimizers": [o.state_dict() for o in optimizers],
                             "schedulers": [s.state_dict() for s in schedulers],
+                            "ema": average.state_dict() if average is not None else None,
                             "best_score": best_score,
                             "best_epoch": best_epoch,
                             "bad": bad,

@@ -67,7 +67,9 @@ class NGCF(Model):
         normalize_layers: bool = (
             False  # RecBole/MMRec form: L2-normalise each layer's output and propagate that
         )
-        reg_on: str = "ego"  # L2 on the batch's "ego" (layer-0) rows, its "final" readout rows, or "all" parameters
+        reg_on: str = (
+            "ego"  # L2 on the batch's "ego" (layer-0) rows, its "final" readout rows, or "all" parameters
+        )
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
