@@ -51,7 +51,10 @@ class LightGCN(Model):
         return Embeddings(users, items)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
-        return bpr_terms(batch, emb, self.user_emb, self.item_emb, self.cfg.reg_weight)
+        # from batch_loss, emb.users holds only the batch's user rows and batch.users indexes them
+        rows = emb.extras.get("user_rows") if emb.extras else None
+        user_ego = self.user_emb if rows is None else self.user_emb[rows]
+        return bpr_terms(batch, emb, user_ego, self.item_emb, self.cfg.reg_weight)
 
     def batch_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """BPR + L2 of one batch (Eq. 5), propagating the last user layer for the batch's users only."""
@@ -59,7 +62,5 @@ class LightGCN(Model):
         users, items = layer_mean_user_rows(
             self.r_hat, self.r_hat_t, self.user_emb, self.item_emb, self.cfg.n_layers, rows
         )
-        local = Batch(at, batch.pos, batch.neg)  # user indices into the batch's rows
-        return bpr_terms(
-            local, Embeddings(users, items), self.user_emb[rows], self.item_emb, self.cfg.reg_weight
-        )
+        # the same loss() as the full forward, on the batch's user rows ("user_rows") with local user indices
+        return self.loss(Batch(at, batch.pos, batch.neg), Embeddings(users, items, {"user_rows": rows}))
