@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
@@ -10,7 +11,7 @@ from modalrec.batch_rows import csr_rows, layer_mean_user_rows
 from modalrec.data import Dataset
 from modalrec.data.sampling import Batch, BPRSampler
 from modalrec.graph import bipartite_layer_mean, normalized_interactions
-from modalrec.models.lightgcn import LightGCN
+from modalrec.models import MODELS
 
 
 def _graph(seed: int = 0) -> sp.csr_matrix:
@@ -52,8 +53,10 @@ def test_user_rows_layer_mean_matches_full_propagation_and_gradients() -> None:
         torch.testing.assert_close(got_u[1], users[7].detach() / (n_layers + 1))
 
 
-def test_lightgcn_batch_loss_equals_the_full_forward_loss(tiny: Dataset) -> None:
-    model = LightGCN(tiny, LightGCN.Config(n_layers=3, reg_weight=1e-2))
+@pytest.mark.parametrize("name", ["lightgcn", "lightgcn_m"])
+def test_batch_loss_equals_the_full_forward_loss(tiny: Dataset, name: str) -> None:
+    model_cls = MODELS[name]
+    model = model_cls(tiny, model_cls.Config(n_layers=3, reg_weight=1e-2))
     batch: Batch = next(iter(BPRSampler(tiny.train, 256, seed=0).epoch(0)))
     fast = model.batch_loss(batch)
     sum(fast.values()).backward()  # type: ignore[union-attr]

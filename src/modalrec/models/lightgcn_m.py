@@ -10,6 +10,8 @@ of the propagation adds a learned projection of each modality (features row-L2-n
 
 so content reaches users through propagation. The L2 penalty applies to the batch's layer-0 ID embeddings
 (LightGCN Eq. 5); the projections W_m are regularised through the optimiser's weight decay if any.
+A training step propagates the last user layer for the batch's users only (``batch_rows.py``; same values and
+gradients as the full layer mean).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.batch_rows import layer_mean_user_rows
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.graph import bipartite_layer_mean, normalized_interactions
@@ -74,4 +77,16 @@ class LightGCNM(Model):
         return Embeddings(users, items)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
-        return bpr_terms(batch, emb, self.user_emb, self.item_emb, self.cfg.reg_weight)
+        # from batch_loss, emb.users holds only the batch's user rows and batch.users indexes them
+        rows = emb.extras.get("user_rows") if emb.extras else None
+        user_ego = self.user_emb if rows is None else self.user_emb[rows]
+        return bpr_terms(batch, emb, user_ego, self.item_emb, self.cfg.reg_weight)
+
+    def batch_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The loss of one batch with the last user layer propagated for the batch's users only (batch_rows.py)."""
+        rows, at = torch.unique(batch.users, return_inverse=True)
+        items0 = self.item_emb + self.content()
+        users, items = layer_mean_user_rows(
+            self.r_hat, self.r_hat_t, self.user_emb, items0, self.cfg.n_layers, rows
+        )
+        return self.loss(Batch(at, batch.pos, batch.neg), Embeddings(users, items, {"user_rows": rows}))
