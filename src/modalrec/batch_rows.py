@@ -28,12 +28,12 @@ def csr_rows(a: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.T
     crow, col, val = a.crow_indices(), a.col_indices(), a.values()
     starts = crow[rows]
     counts = crow[rows + 1] - starts
-    sub_crow = torch.zeros(len(rows) + 1, dtype=crow.dtype)
+    sub_crow = torch.zeros(len(rows) + 1, dtype=crow.dtype, device=crow.device)
     torch.cumsum(counts, 0, out=sub_crow[1:])
     total = int(sub_crow[-1])
     # entry j of row r sits at starts[r] + j in a and at sub_crow[r] + j in the sub-matrix
     offsets = torch.repeat_interleave(starts - sub_crow[:-1], counts, output_size=total)
-    positions = offsets + torch.arange(total, dtype=crow.dtype)
+    positions = offsets + torch.arange(total, dtype=crow.dtype, device=crow.device)
     sub = torch.sparse_csr_tensor(
         sub_crow, col[positions], val[positions], (len(rows), a.shape[1]), check_invariants=False
     )
@@ -43,7 +43,9 @@ def csr_rows(a: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.T
 def _transposed_product(sub: torch.Tensor, g: torch.Tensor, n_cols: int) -> torch.Tensor:
     """subᵀ @ g for sub [R, M] CSR and g [R, d]: [M, d], as a scatter over sub's entries (no transpose built)."""
     crow = sub.crow_indices()
-    row_of_entry = torch.repeat_interleave(torch.arange(len(crow) - 1), crow[1:] - crow[:-1])
+    row_of_entry = torch.repeat_interleave(
+        torch.arange(len(crow) - 1, device=crow.device), crow[1:] - crow[:-1]
+    )
     messages = g.index_select(0, row_of_entry).mul_(sub.values().unsqueeze(1))
     return g.new_zeros(n_cols, g.shape[1]).index_add_(0, sub.col_indices(), messages)
 
@@ -99,7 +101,7 @@ def _user_rows_forward(
         cur_u, cur_i = nxt_u, nxt_i
     out_u = acc_u.index_select(0, user_rows)
     if n_layers > 0:
-        out_u.add_(spmm_into(sub, cur_i, torch.empty(len(user_rows), users.shape[1], dtype=users.dtype)))
+        out_u.add_(spmm_into(sub, cur_i, users.new_empty(len(user_rows), users.shape[1])))
         acc_i.add_(spmm_into(r_t, cur_u, torch.empty_like(items)))
     scale = 1.0 / (n_layers + 1)
     return out_u.mul_(scale), acc_i.mul_(scale)
