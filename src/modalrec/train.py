@@ -200,6 +200,8 @@ class Trainer:
                 sch.load_state_dict(st)
             if average is not None and ckpt.get("ema") is not None:
                 average.load_state_dict(ckpt["ema"])
+            elif average is not None:  # a run started without train.ema: average from the resumed weights on
+                average = ParameterAverage(model, t.ema)
             start = ckpt["epoch"] + 1
             best_score, best_epoch, bad = ckpt["best_score"], ckpt["best_epoch"], ckpt["bad"]
             self.history = json.loads(ckpt["history"])
