@@ -87,3 +87,35 @@ def test_resume_with_ema_matches_uninterrupted(tiny: Dataset, tmp_path: Path) ->
 def test_ema_outside_zero_one_is_a_config_error(value: str) -> None:
     with pytest.raises(ConfigError, match=r"train\.ema"):
         load_config(None, [f"train.ema={value}"], model_name="mf")
+
+
+def test_resuming_a_run_without_average_starts_it_from_the_resumed_weights(
+    tiny: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modalrec.checkpoint import load_checkpoint
+
+    plain = load_config(None, ["train.epochs=4", "train.patience=100", *FAST], model_name="mf", seed=1)
+    trainer = Trainer(plain, data=tiny, out=tmp_path / "run")
+
+    def stop_at_epoch_2(epoch: int) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    trainer.model.on_epoch_start = stop_at_epoch_2  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")["state_dict"]
+    starts: list[list[torch.Tensor]] = []
+    original = ParameterAverage.__init__
+
+    def recording(self: ParameterAverage, model: nn.Module, decay: float) -> None:
+        original(self, model, decay)
+        starts.append([s.clone() for s in self.shadow])
+
+    monkeypatch.setattr(ParameterAverage, "__init__", recording)
+    averaged = load_config(
+        None, ["train.epochs=4", "train.patience=100", "train.ema=0.9", *FAST], model_name="mf", seed=1
+    )
+    Trainer(averaged, data=tiny, out=tmp_path / "run", resume=True).fit()
+    torch.testing.assert_close(starts[-1][0], saved["user_emb"])  # not the fresh initialisation
+    assert not torch.equal(starts[0][0], saved["user_emb"])
