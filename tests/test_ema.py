@@ -17,6 +17,18 @@ from modalrec.train import Trainer, train
 FAST = ["train.batch_size=512", "eval.ks=[10,20]", "train.progress=false", "train.threads=1"]
 
 
+def interrupt_at_epoch_2(trainer: Trainer) -> None:
+    """Run ``trainer`` until a KeyboardInterrupt at the start of epoch 2, leaving its last.pt behind."""
+
+    def stop_at_epoch_2(epoch: int) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    trainer.model.on_epoch_start = stop_at_epoch_2  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+
+
 def test_update_follows_the_warmed_up_decay_by_hand() -> None:
     layer = nn.Linear(2, 1, bias=False)
     with torch.no_grad():
@@ -70,15 +82,7 @@ def test_resume_with_ema_matches_uninterrupted(tiny: Dataset, tmp_path: Path) ->
     overrides = ["train.epochs=5", "train.patience=100", "train.ema=0.9", *FAST]
     cfg = load_config(None, overrides, model_name="lightgcn", seed=1)
     full = train(cfg, data=tiny, out=tmp_path / "full").metrics
-    trainer = Trainer(cfg, data=tiny, out=tmp_path / "cut")
-
-    def stop_at_epoch_2(epoch: int) -> None:
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    trainer.model.on_epoch_start = stop_at_epoch_2  # type: ignore[method-assign]
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+    interrupt_at_epoch_2(Trainer(cfg, data=tiny, out=tmp_path / "cut"))
     resumed = Trainer(cfg, data=tiny, out=tmp_path / "cut", resume=True).fit().metrics
     assert resumed["test"] == full["test"] and resumed["valid"] == full["valid"]
 
@@ -95,15 +99,7 @@ def test_resuming_a_run_without_average_starts_it_from_the_resumed_weights(
     from modalrec.checkpoint import load_checkpoint
 
     plain = load_config(None, ["train.epochs=4", "train.patience=100", *FAST], model_name="mf", seed=1)
-    trainer = Trainer(plain, data=tiny, out=tmp_path / "run")
-
-    def stop_at_epoch_2(epoch: int) -> None:
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    trainer.model.on_epoch_start = stop_at_epoch_2  # type: ignore[method-assign]
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+    interrupt_at_epoch_2(Trainer(plain, data=tiny, out=tmp_path / "run"))
     saved = load_checkpoint(tmp_path / "run" / "last.pt")["state_dict"]
     starts: list[list[torch.Tensor]] = []
     original = ParameterAverage.__init__
