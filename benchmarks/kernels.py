@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from benchmarks.measure import load
-from modalrec.batch_rows import layer_mean_user_rows
+from modalrec.batch_rows import batch_local_indices, layer_mean_batch_rows
 from modalrec.data.sampling import BPRSampler
 from modalrec.edge_pattern import EdgePattern
 from modalrec.graph import _layer_mean, bipartite_layer_mean, normalized_interactions, spmm_edges, spmm_into
@@ -64,21 +64,25 @@ def main(argv: list[str] | None = None) -> int:
         "block product R̂ᵀ @ users [I, d]": lambda: spmm_into(r_t, users, out_i),
         "LightGCN layer mean, 3 layers": lambda: _layer_mean(r, r_t, users, items, 3),
     }
-    # one BPR step's propagation, forward + backward: the full layer mean vs the batch-users-only last layer
+    # one BPR step's propagation, forward + backward: the full layer mean vs the batch-rows-only form
     batch = next(iter(BPRSampler(data.train, args.batch, seed=0).epoch(0)))
-    batch_users = torch.unique(batch.users)
+    local, batch_users, batch_items = batch_local_indices(batch)
     leaf_u, leaf_i = users.clone().requires_grad_(), items.clone().requires_grad_()
 
     def step_full() -> None:
         u, i = bipartite_layer_mean(r, r_t, leaf_u, leaf_i, 3)
-        (u[batch_users].sum() + i[batch.pos].sum()).backward()
+        (u[batch.users] * i[batch.pos]).sum().backward()
+        leaf_u.grad = leaf_i.grad = None
 
     def step_rows() -> None:
-        u, i = layer_mean_user_rows(r, r_t, leaf_u, leaf_i, 3, batch_users)
-        (u.sum() + i[batch.pos].sum()).backward()
+        out = layer_mean_batch_rows(r, r_t, leaf_u, leaf_i, 3, batch_users, batch_items)
+        (out.users[local.users] * out.items[local.pos]).sum().backward()
+        leaf_u.grad = leaf_i.grad = None
 
     rows["LightGCN step fwd+bwd, full layer mean"] = step_full
-    rows[f"LightGCN step fwd+bwd, last user layer for the batch's {len(batch_users)} users"] = step_rows
+    rows[f"LightGCN step fwd+bwd, batch rows ({len(batch_users)} users, {len(batch_items)} items)"] = (
+        step_rows
+    )
     # per-edge kernels over the training interactions (GRCN's routing and refined-graph propagation)
     coo = data.train.tocoo()
     e_rows, e_cols = torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))

@@ -1,11 +1,17 @@
-"""LightGCN's layer mean restricted to one training batch's users: the same numbers, less sparse work per step.
+"""LightGCN's layer mean restricted to one training batch: the same numbers, less work per step.
 
-A BPR step reads the final embeddings of the batch's users only (about 2,000 of amazon-baby's 19,445), so the last
-propagation layer R̂ Â^{K-1} x needs computing for those rows only, and in the backward pass the incoming
-user gradient is zero outside them, so its first hop R̂ᵀ G_u reads only their edges. Both products then touch the
-batch users' edges (15% of amazon-baby's) instead of all of them; every other product is the full one. The output
-rows and all gradients equal those of :func:`modalrec.graph.bipartite_layer_mean` followed by a row selection
-(tests/test_batch_rows.py); only the summation order of the scattered first backward hop differs.
+A BPR step reads the final embeddings of the batch's users S and items T only (on amazon-baby about 1,900 of
+19,445 users and 2,900 of 7,050 items), plus their layer-0 rows for the L2 term. So:
+
+* the last propagation layer of the users, R̂ Â^{K-1} x, is computed for S only (a CSR row block holding 15% of
+  amazon-baby's edges), and in the backward pass the first hop of the user gradient, R̂ᵀ G_u, is a scatter over
+  those same edges;
+* no full-size layer sums are kept: each layer contributes only its S and T rows to the outputs;
+* the function also returns the layer-0 rows (the L2 term's inputs), so the whole gradient of the two tables
+  comes out of one backward pass, with no [U, d] zero tables and accumulations for the row gathers.
+
+The outputs and every gradient equal those of :func:`modalrec.graph.bipartite_layer_mean` followed by row
+selections (tests/test_batch_rows.py); only the summation order differs.
 
 Why this is exact: with Â symmetric, the layer mean M = (1/(K+1)) Σ_k Â^k is self-adjoint, and restricting its
 output to rows S is S·M, whose adjoint M·Sᵀ is the layer mean applied to the zero-padded gradient.
@@ -13,11 +19,29 @@ output to rows S is S·M, whose adjoint M·Sᵀ is the layer mean applied to the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-from modalrec.graph import _layer_mean, spmm_into
+from modalrec.data.sampling import Batch
+from modalrec.graph import spmm_into
+
+
+class BatchRows(NamedTuple):
+    """Outputs of :func:`layer_mean_batch_rows`: final (layer-mean) and layer-0 rows of the batch."""
+
+    users: torch.Tensor  # [S, d] layer mean of the selected users
+    items: torch.Tensor  # [T, d] layer mean of the selected items
+    user_ego: torch.Tensor  # [S, d] their layer-0 rows
+    item_ego: torch.Tensor  # [T, d]
+
+
+def batch_local_indices(batch: Batch) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+    """The batch's distinct users [S] and items [T] (positives and negatives), and the batch re-indexed into them."""
+    user_rows, at_user = torch.unique(batch.users, return_inverse=True)
+    item_rows, at_item = torch.unique(torch.cat([batch.pos, batch.neg]), return_inverse=True)
+    at_pos, at_neg = at_item.split([len(batch.pos), len(batch.neg)])
+    return Batch(at_user, at_pos, at_neg), user_rows, item_rows
 
 
 def csr_rows(a: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +74,78 @@ def _transposed_product(sub: torch.Tensor, g: torch.Tensor, n_cols: int) -> torc
     return g.new_zeros(n_cols, g.shape[1]).index_add_(0, sub.col_indices(), messages)
 
 
-class _UserRowsLayerMean(torch.autograd.Function):
+def _forward(
+    r: torch.Tensor,
+    r_t: torch.Tensor,
+    sub: torch.Tensor,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    n_layers: int,
+    user_rows: torch.Tensor,
+    item_rows: torch.Tensor,
+) -> BatchRows:
+    """Layers 1..K-1 in full, layer K of the users for ``user_rows`` only; outputs keep only the batch rows."""
+    ego_u, ego_i = users.index_select(0, user_rows), items.index_select(0, item_rows)
+    out_u, out_i = ego_u.clone(), ego_i.clone()
+    cur_u, cur_i = users, items
+    # two ping-pong buffer pairs: layer k+1 is written while layer k is read
+    bufs = [(torch.empty_like(users), torch.empty_like(items)) for _ in range(min(n_layers, 2))]
+    for layer in range(n_layers - 1):
+        nxt_u, nxt_i = bufs[layer % 2]
+        spmm_into(r, cur_i, nxt_u)
+        spmm_into(r_t, cur_u, nxt_i)
+        out_u.add_(nxt_u.index_select(0, user_rows))
+        out_i.add_(nxt_i.index_select(0, item_rows))
+        cur_u, cur_i = nxt_u, nxt_i
+    if n_layers > 0:
+        out_u.add_(spmm_into(sub, cur_i, out_u.new_empty(out_u.shape)))
+        last_i = bufs[(n_layers - 1) % 2][1]
+        out_i.add_(spmm_into(r_t, cur_u, last_i).index_select(0, item_rows))
+    scale = 1.0 / (n_layers + 1)
+    return BatchRows(out_u.mul_(scale), out_i.mul_(scale), ego_u, ego_i)
+
+
+def _backward(
+    r: torch.Tensor,
+    r_t: torch.Tensor,
+    sub: torch.Tensor,
+    n_layers: int,
+    user_rows: torch.Tensor,
+    item_rows: torch.Tensor,
+    shapes: tuple[int, int],
+    grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of the two tables: the layer mean of the zero-padded row gradients, plus the layer-0 rows'."""
+    g_u, g_i, g_ego_u, g_ego_i = (g.contiguous() for g in grads)
+    n_users, n_items = shapes
+    scale = 1.0 / (n_layers + 1)
+    g_u, g_i = g_u * scale, g_i * scale
+    acc_u = g_u.new_zeros(n_users, g_u.shape[1]).index_copy_(0, user_rows, g_u + g_ego_u)
+    pad_i = g_i.new_zeros(n_items, g_i.shape[1]).index_copy_(0, item_rows, g_i)
+    if n_layers == 0:
+        return acc_u, pad_i.index_add_(0, item_rows, g_ego_i)
+    bufs = [(torch.empty_like(acc_u), torch.empty_like(pad_i)) for _ in range(2)]
+    # layer 1: R̂ G_i in full; R̂ᵀ G_u only over the batch users' edges
+    cur_u = spmm_into(r, pad_i, bufs[0][0])
+    cur_i = _transposed_product(sub, g_u, n_items)
+    acc_i = pad_i.index_add_(0, item_rows, g_ego_i)  # pad_i is no longer read as G_i below
+    acc_u.add_(cur_u)
+    acc_i.add_(cur_i)
+    for layer in range(1, n_layers):
+        if layer == n_layers - 1:  # the last layer adds straight into the sums
+            acc_u.addmm_(r, cur_i)
+            acc_i.addmm_(r_t, cur_u)
+            break
+        nxt_u, nxt_i = bufs[layer % 2]
+        spmm_into(r, cur_i, nxt_u)
+        spmm_into(r_t, cur_u, nxt_i)
+        acc_u.add_(nxt_u)
+        acc_i.add_(nxt_i)
+        cur_u, cur_i = nxt_u, nxt_i
+    return acc_u, acc_i
+
+
+class _BatchRowsLayerMean(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any,
@@ -60,68 +155,48 @@ class _UserRowsLayerMean(torch.autograd.Function):
         items: torch.Tensor,
         n_layers: int,
         user_rows: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        item_rows: torch.Tensor,
+    ) -> BatchRows:
         sub, _ = csr_rows(r, user_rows)
-        ctx.r, ctx.r_t, ctx.sub, ctx.n_layers, ctx.user_rows = r, r_t, sub, n_layers, user_rows
-        ctx.n_users = users.shape[0]
+        ctx.r, ctx.r_t, ctx.sub, ctx.n_layers = r, r_t, sub, n_layers
+        ctx.user_rows, ctx.item_rows = user_rows, item_rows
+        ctx.shapes = (users.shape[0], items.shape[0])
         with torch.no_grad():
-            return _user_rows_forward(r, r_t, sub, users, items, n_layers, user_rows)
+            return _forward(r, r_t, sub, users, items, n_layers, user_rows, item_rows)
 
     @staticmethod
-    def backward(ctx: Any, grad_rows: torch.Tensor, grad_items: torch.Tensor) -> tuple[Any, ...]:
-        grad_rows = grad_rows.contiguous()
-        grad_users = grad_rows.new_zeros(ctx.n_users, grad_rows.shape[1]).index_copy_(
-            0, ctx.user_rows, grad_rows
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
+        gu, gi = _backward(
+            ctx.r,
+            ctx.r_t,
+            ctx.sub,
+            ctx.n_layers,
+            ctx.user_rows,
+            ctx.item_rows,
+            ctx.shapes,
+            grads,  # type: ignore[arg-type]
         )
-        # first hop of the user gradient: only the batch users' edges carry it
-        first = _transposed_product(ctx.sub, grad_rows, grad_items.shape[0])
-        gu, gi = _layer_mean(
-            ctx.r, ctx.r_t, grad_users, grad_items.contiguous(), ctx.n_layers, first_items=first
-        )
-        return None, None, gu, gi, None, None
+        return None, None, gu, gi, None, None, None
 
 
-def _user_rows_forward(
-    r: torch.Tensor,
-    r_t: torch.Tensor,
-    sub: torch.Tensor,
-    users: torch.Tensor,
-    items: torch.Tensor,
-    n_layers: int,
-    user_rows: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layers 0..K-1 in full, layer K of the users only for ``user_rows`` (its item side in full)."""
-    acc_u, acc_i = users.clone(), items.clone()
-    cur_u, cur_i = users, items
-    for _ in range(n_layers - 1):
-        nxt_u = spmm_into(r, cur_i, torch.empty_like(users))
-        nxt_i = spmm_into(r_t, cur_u, torch.empty_like(items))
-        acc_u.add_(nxt_u)
-        acc_i.add_(nxt_i)
-        cur_u, cur_i = nxt_u, nxt_i
-    out_u = acc_u.index_select(0, user_rows)
-    if n_layers > 0:
-        out_u.add_(spmm_into(sub, cur_i, users.new_empty(len(user_rows), users.shape[1])))
-        acc_i.add_(spmm_into(r_t, cur_u, torch.empty_like(items)))
-    scale = 1.0 / (n_layers + 1)
-    return out_u.mul_(scale), acc_i.mul_(scale)
-
-
-def layer_mean_user_rows(
+def layer_mean_batch_rows(
     r: torch.Tensor,
     r_t: torch.Tensor,
     users: torch.Tensor,
     items: torch.Tensor,
     n_layers: int,
     user_rows: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """LightGCN Eqs. 3-4 for a training step: (layer mean of ``user_rows`` [R, d], of every item [I, d]).
+    item_rows: torch.Tensor,
+) -> BatchRows:
+    """LightGCN Eqs. 3-4 for a training step, on the batch's rows only.
 
     r = R̂ [U, I] and r_t = R̂ᵀ [I, U] (sparse CSR, :func:`modalrec.graph.normalized_interactions`); users [U, d],
-    items [I, d]; user_rows [R] distinct int64 user indices. Equal to
-    ``bipartite_layer_mean(...)[0][user_rows], bipartite_layer_mean(...)[1]`` with the same gradients.
+    items [I, d] (layer 0); user_rows [S], item_rows [T] distinct int64 indices. Returns the layer means of the
+    selected users [S, d] and items [T, d] and their layer-0 rows, equal to
+    ``bipartite_layer_mean(...)[0][user_rows]``, ``[1][item_rows]``, ``users[user_rows]``, ``items[item_rows]``,
+    with the same gradients.
     """
     if not (users.requires_grad or items.requires_grad):
         sub, _ = csr_rows(r, user_rows)
-        return _user_rows_forward(r, r_t, sub, users, items, n_layers, user_rows)
-    return _UserRowsLayerMean.apply(r, r_t, users, items, n_layers, user_rows)
+        return _forward(r, r_t, sub, users, items, n_layers, user_rows, item_rows)
+    return BatchRows(*_BatchRowsLayerMean.apply(r, r_t, users, items, n_layers, user_rows, item_rows))

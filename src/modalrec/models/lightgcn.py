@@ -3,9 +3,9 @@
 Eq. 3: e^{(k+1)} = Â e^{(k)} with Â = D^{-1/2} A D^{-1/2}; Eq. 4: final embedding = mean over layers 0..K.
 The L2 penalty applies to the layer-0 embeddings of the batch, as in the paper's Eq. 5.
 
-A training step computes the last layer of the users for the batch's users only (``batch_rows.py``): the same
-loss and gradients as the full propagation, with two of the step's twelve sparse block products reduced to the
-batch users' edges.
+A training step propagates for the batch's rows only where it can (``batch_rows.py``): the last user layer for the
+batch's users, no full-size layer sums, and one backward pass for the whole gradient of both tables. The loss and
+gradients equal those of the full propagation.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from modalrec.batch_rows import layer_mean_user_rows
+from modalrec.batch_rows import batch_local_indices, layer_mean_batch_rows
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.graph import bipartite_layer_mean, normalized_interactions
@@ -51,16 +51,18 @@ class LightGCN(Model):
         return Embeddings(users, items)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
-        # from batch_loss, emb.users holds only the batch's user rows and batch.users indexes them
-        rows = emb.extras.get("user_rows") if emb.extras else None
-        user_ego = self.user_emb if rows is None else self.user_emb[rows]
-        return bpr_terms(batch, emb, user_ego, self.item_emb, self.cfg.reg_weight)
+        # from batch_loss, emb holds only the batch's rows, batch indexes them, and the layer-0 rows come along
+        extras = emb.extras or {}
+        user_ego = extras.get("user_ego", self.user_emb)
+        item_ego = extras.get("item_ego", self.item_emb)
+        return bpr_terms(batch, emb, user_ego, item_ego, self.cfg.reg_weight)
 
     def batch_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """BPR + L2 of one batch (Eq. 5), propagating the last user layer for the batch's users only."""
-        rows, at = torch.unique(batch.users, return_inverse=True)
-        users, items = layer_mean_user_rows(
-            self.r_hat, self.r_hat_t, self.user_emb, self.item_emb, self.cfg.n_layers, rows
+        """BPR + L2 of one batch (Eq. 5), propagated for the batch's rows only (``batch_rows.py``)."""
+        local, user_rows, item_rows = batch_local_indices(batch)
+        rows = layer_mean_batch_rows(
+            self.r_hat, self.r_hat_t, self.user_emb, self.item_emb, self.cfg.n_layers, user_rows, item_rows
         )
-        # the same loss() as the full forward, on the batch's user rows ("user_rows") with local user indices
-        return self.loss(Batch(at, batch.pos, batch.neg), Embeddings(users, items, {"user_rows": rows}))
+        # the same loss() as the full forward, on the batch's rows with local indices
+        extras = {"user_ego": rows.user_ego, "item_ego": rows.item_ego}
+        return self.loss(local, Embeddings(rows.users, rows.items, extras))

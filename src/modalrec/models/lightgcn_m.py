@@ -10,8 +10,8 @@ of the propagation adds a learned projection of each modality (features row-L2-n
 
 so content reaches users through propagation. The L2 penalty applies to the batch's layer-0 ID embeddings
 (LightGCN Eq. 5); the projections W_m are regularised through the optimiser's weight decay if any.
-A training step propagates the last user layer for the batch's users only (``batch_rows.py``; same values and
-gradients as the full layer mean).
+A training step propagates for the batch's rows only where it can (``batch_rows.py``; same values and gradients as
+the full layer mean).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.batch_rows import layer_mean_user_rows
+from modalrec.batch_rows import batch_local_indices, layer_mean_batch_rows
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.graph import bipartite_layer_mean, normalized_interactions
@@ -77,16 +77,19 @@ class LightGCNM(Model):
         return Embeddings(users, items)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
-        # from batch_loss, emb.users holds only the batch's user rows and batch.users indexes them
-        rows = emb.extras.get("user_rows") if emb.extras else None
-        user_ego = self.user_emb if rows is None else self.user_emb[rows]
-        return bpr_terms(batch, emb, user_ego, self.item_emb, self.cfg.reg_weight)
+        # from batch_loss, emb holds only the batch's rows and batch indexes them; the L2 term is on the ID rows
+        extras = emb.extras or {}
+        user_ego = extras.get("user_ego", self.user_emb)
+        item_ego = extras.get("item_ego", self.item_emb)
+        return bpr_terms(batch, emb, user_ego, item_ego, self.cfg.reg_weight)
 
     def batch_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """The loss of one batch with the last user layer propagated for the batch's users only (batch_rows.py)."""
-        rows, at = torch.unique(batch.users, return_inverse=True)
+        """The loss of one batch, propagated for the batch's rows only (``batch_rows.py``)."""
+        local, user_rows, item_rows = batch_local_indices(batch)
         items0 = self.item_emb + self.content()
-        users, items = layer_mean_user_rows(
-            self.r_hat, self.r_hat_t, self.user_emb, items0, self.cfg.n_layers, rows
+        rows = layer_mean_batch_rows(
+            self.r_hat, self.r_hat_t, self.user_emb, items0, self.cfg.n_layers, user_rows, item_rows
         )
-        return self.loss(Batch(at, batch.pos, batch.neg), Embeddings(users, items, {"user_rows": rows}))
+        # the L2 term reads the ID embeddings of the items, not their layer-0 input with the content added
+        extras = {"user_ego": rows.user_ego, "item_ego": self.item_emb[item_rows]}
+        return self.loss(local, Embeddings(rows.users, rows.items, extras))
