@@ -71,7 +71,8 @@ def _transposed_product(sub: torch.Tensor, g: torch.Tensor, n_cols: int) -> torc
         torch.arange(len(crow) - 1, device=crow.device), crow[1:] - crow[:-1]
     )
     messages = g.index_select(0, row_of_entry).mul_(sub.values().unsqueeze(1))
-    return g.new_zeros(n_cols, g.shape[1]).index_add_(0, sub.col_indices(), messages)
+    # int64 targets: index_add_ has a fast (scatter) path for them, int32 CSR indices take a slow loop
+    return g.new_zeros(n_cols, g.shape[1]).index_add_(0, sub.col_indices().long(), messages)
 
 
 def _forward(

@@ -44,8 +44,16 @@ def bpr_terms(
     """
     from modalrec.losses import bpr_loss, l2_reg
 
-    u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
-    ego = (user_ego[batch.users], item_ego[batch.pos], item_ego[batch.neg])
+    # index_select rather than [] indexing: a faster gather, and its backward is a plain index_add_
+    u, p, n = (
+        t.index_select(0, i)
+        for t, i in ((emb.users, batch.users), (emb.items, batch.pos), (emb.items, batch.neg))
+    )
+    ego = (
+        user_ego.index_select(0, batch.users),
+        item_ego.index_select(0, batch.pos),
+        item_ego.index_select(0, batch.neg),
+    )
     return {
         "bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)),
         "reg": reg_weight * l2_reg(*ego, batch_size=len(batch.users)),
