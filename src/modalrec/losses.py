@@ -66,7 +66,7 @@ def nce_block(
 
 # With unit rows every logit lies in [-1/τ, 1/τ]; for 1/τ <= 30 exp() of it neither overflows nor underflows in
 # float32 (e^30 ~ 1e13, and a row sum over even 1e7 candidates stays below 1e21), so no row maximum is needed.
-_MAX_UNSHIFTED_LOGIT = 30.0
+MAX_UNSHIFTED_LOGIT = 30.0
 
 
 class _NceBlock(torch.autograd.Function):
@@ -83,7 +83,7 @@ class _NceBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, positives, candidates, temperature, unit_rows):
         inv_tau = 1.0 / temperature
-        ctx.bounded = unit_rows and inv_tau <= _MAX_UNSHIFTED_LOGIT
+        ctx.bounded = unit_rows and inv_tau <= MAX_UNSHIFTED_LOGIT
         logits = torch.mm(a * inv_tau, candidates.T)
         # bounded: exp in place, no row maximum needed; otherwise the stable logsumexp
         lse = logits.exp_().sum(dim=1).log_() if ctx.bounded else torch.logsumexp(logits, dim=1)

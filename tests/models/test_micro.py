@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from modalrec.data import BPRSampler, Dataset
 from modalrec.data.coldstart import cold_items, cold_start_split
@@ -147,6 +148,38 @@ def test_contrastive_loss_hand_case() -> None:
         fusion_contrastive_loss(views, fused, tau, anchors=torch.tensor([i])).item() for i in (0, 1)
     ]
     assert sum(per_anchor) / 2 == pytest.approx(expected, rel=1e-5)
+
+
+def _dense_fusion_loss(
+    views: list[torch.Tensor], fused: torch.Tensor, tau: float, anchors: torch.Tensor
+) -> torch.Tensor:
+    """L_C of Eqs. 10-12 written out densely, differentiated by autograd (the oracle of the fast blocks)."""
+    f, rows, total = F.normalize(fused, dim=1), torch.arange(len(anchors)), fused.new_zeros(())
+    for view in views:
+        v = F.normalize(view, dim=1)
+        for x, o in ((v, f), (f, v)):
+            a = x[anchors]
+            between, within = a @ o.T / tau, a @ x.T / tau
+            within[rows, anchors] = float("-inf")
+            mi = between[rows, anchors] - torch.logsumexp(torch.cat([between, within], dim=1), dim=1)
+            total = total - 0.5 * mi.sum()
+    return total / (len(anchors) * len(views))
+
+
+@pytest.mark.parametrize("tau", [0.5, 0.02])  # the bounded fast path, and the row-maximum path (1/τ > 30)
+def test_contrastive_loss_gradients_match_the_dense_oracle(tau: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    views = [torch.randn(40, 8, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    fused = torch.randn(40, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    anchors = torch.tensor([3, 7, 0, 39, 20])
+    leaves = [*views, fused]
+    want = _dense_fusion_loss(views, fused, tau, anchors)
+    want_grads = torch.autograd.grad(want, leaves)
+    got = fusion_contrastive_loss(views, fused, tau, chunk_size=2, anchors=anchors)
+    got_grads = torch.autograd.grad(got, leaves)
+    torch.testing.assert_close(got, want)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w)
 
 
 def _train(model: Model, data: Dataset, epochs: int, lr: float) -> None:

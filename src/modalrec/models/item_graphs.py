@@ -33,7 +33,7 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
 from modalrec.graph import knn_edges, normalize_edges, normalized_adjacency, propagate, sparse_mm, spmm_edges
-from modalrec.losses import bpr_loss, l2_reg, recompute_in_backward
+from modalrec.losses import MAX_UNSHIFTED_LOGIT, bpr_loss, l2_reg
 from modalrec.models.base import Embeddings, Model
 
 
@@ -261,19 +261,75 @@ def _directional_infonce(
     total = anchor.new_zeros(())
     for start in range(0, anchors.shape[0], chunk_size):
         idx = anchors[start : start + chunk_size]
-        total = total + recompute_in_backward(_directional_block, anchor[idx], idx, anchor, other, tau)
+        total = total + _TwoSetNceBlock.apply(anchor.index_select(0, idx), idx, anchor, other, 1.0 / tau)
     return total
 
 
-def _directional_block(
-    a: torch.Tensor, idx: torch.Tensor, anchor: torch.Tensor, other: torch.Tensor, tau: float
-) -> torch.Tensor:
-    """One [c, N] block of :func:`_directional_infonce` (a = anchor[idx])."""
-    local = torch.arange(idx.shape[0], device=anchor.device)
-    between = a @ other.T / tau  # [c, N]
-    refl = (a @ anchor.T / tau).index_put((local, idx), torch.tensor(float("-inf"), device=anchor.device))
-    pos = between[local, idx]
-    return (torch.logsumexp(torch.cat([between, refl], dim=1), dim=1) - pos).sum()
+class _TwoSetNceBlock(torch.autograd.Function):
+    """One [c, N] block of :func:`_directional_infonce` with a hand-written backward.
+
+    For a = anchor[idx] ([c, d], unit rows) the block's value is Σ_r [ log(Σ_j e^{a_r·o_j/τ} + Σ_{j≠idx_r}
+    e^{a_r·x_j/τ}) - a_r·o_{idx_r}/τ ] (o = other, x = anchor). With P = e^{a·o/τ}/Z and Q = e^{a·x/τ}/Z (Q zero at
+    each row's own item): ∂/∂a = (P o + Q x - o[idx])/τ, ∂/∂o = Pᵀ a/τ - a/τ scattered to rows idx, ∂/∂x = Qᵀ a/τ.
+    As in ``losses.nce_block``: unit rows bound the logits by 1/τ, so for τ >= 1/30 they are exponentiated
+    without a row maximum and the 1/Z normalisation is applied to the [c, d] operands; the [c, N] blocks are
+    recomputed in the backward pass instead of kept (O(c·N) memory). Against autograd through ``logsumexp`` of the
+    concatenated blocks under activation checkpointing (the earlier form) this saves the concatenation, several
+    [c, 2N] temporaries and the autograd recomputation (timings in docs/performance.md).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        a: torch.Tensor,
+        idx: torch.Tensor,
+        anchor: torch.Tensor,
+        other: torch.Tensor,
+        inv_tau: float,
+    ):
+        ctx.bounded = inv_tau <= MAX_UNSHIFTED_LOGIT
+        between, within = _two_set_logits(a * inv_tau, idx, anchor, other)
+        if ctx.bounded:
+            lse = between.exp_().sum(dim=1).add_(within.exp_().sum(dim=1)).log_()
+        else:
+            lse = torch.logaddexp(torch.logsumexp(between, dim=1), torch.logsumexp(within, dim=1))
+        del between, within
+        pos = (a * other.index_select(0, idx)).sum(dim=1).mul_(inv_tau)
+        ctx.save_for_backward(a, idx, anchor, other, lse)
+        ctx.inv_tau = inv_tau
+        return (lse - pos).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        a, idx, anchor, other, lse = ctx.saved_tensors
+        scale = grad * ctx.inv_tau
+        between, within = _two_set_logits(a * ctx.inv_tau, idx, anchor, other)
+        if ctx.bounded:  # e^logit now, the row normalisation e^-lse on the [c, d] side
+            between.exp_()
+            within.exp_()
+            weights = torch.exp(-lse).unsqueeze(1)
+            aw = a * weights
+        else:  # the softmax itself
+            between.sub_(lse.unsqueeze(1)).exp_()
+            within.sub_(lse.unsqueeze(1)).exp_()
+            weights, aw = None, a
+        grad_a = torch.mm(between, other).add_(torch.mm(within, anchor))
+        if weights is not None:
+            grad_a.mul_(weights)
+        grad_a = grad_a.sub_(other.index_select(0, idx)).mul_(scale)
+        grad_other = torch.mm(between.T, aw).index_add_(0, idx, a, alpha=-1.0).mul_(scale)
+        grad_anchor = torch.mm(within.T, aw).mul_(scale)
+        return grad_a, None, grad_anchor, grad_other, None
+
+
+def _two_set_logits(
+    a_scaled: torch.Tensor, idx: torch.Tensor, anchor: torch.Tensor, other: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logit blocks a·oᵀ/τ and a·xᵀ/τ ([c, N] each; a_scaled = a/τ); each row's own item in the second is -inf."""
+    between = torch.mm(a_scaled, other.T)
+    within = torch.mm(a_scaled, anchor.T)
+    within[torch.arange(len(idx), device=idx.device), idx] = float("-inf")  # not its own negative
+    return between, within
 
 
 def fusion_contrastive_loss(
