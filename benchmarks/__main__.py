@@ -45,7 +45,9 @@ def machine() -> dict[str, Any]:
     import torch
 
     return {
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": os.cpu_count(),
+        # a run pinned with taskset may see fewer; each row's own thread count is recorded with it
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
