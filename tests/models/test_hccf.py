@@ -50,6 +50,23 @@ def test_leaky_hyper_layer_and_training_dropout(tiny: Dataset) -> None:
     assert not torch.equal(model().users, model().users)  # edge and hyperedge dropout while training
 
 
+def test_hyperedge_mixing_layers_are_residual_maps_per_layer_and_side(tiny: Dataset) -> None:
+    model = HCCF(tiny, HCCF.Config(n_hyperedges=6, mix_layers=2, n_layers=2))
+    assert len(model.mixers) == 2 * 2 * 2  # layers x sides x c
+    dep, x = torch.randn(5, 6), torch.randn(5, 4)
+    act = lambda t: F.leaky_relu(t, 0.5)  # noqa: E731
+    for layer, side in ((0, 0), (1, 1)):
+        first = (layer * 2 + side) * 2
+        edges = act(dep.T @ x)
+        for v in (model.mixers[first], model.mixers[first + 1]):
+            edges = act(v @ edges) + edges
+        torch.testing.assert_close(model.hyper_layer(dep, x, layer, side), act(dep @ edges))
+    # c = 0 is the plain Eq. 3 layer, and a bad c is refused
+    assert len(HCCF(tiny, HCCF.Config()).mixers) == 0
+    with pytest.raises(ConfigError, match="mix_layers"):
+        HCCF(tiny, HCCF.Config(mix_layers=-1))
+
+
 def test_cross_view_contrast_is_eq8(tiny: Dataset) -> None:
     model = HCCF(tiny, HCCF.Config()).eval()
     emb = model()

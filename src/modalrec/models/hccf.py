@@ -21,8 +21,10 @@ with cosine similarity s; objective L = L_bpr + λ1 L_s + λ2 ||Θ||².
 Open details taken from the official PyTorch release: 32-d embeddings, H = 128, two layers, keep rate 0.5
 for both dropouts, τ = 1, λ1 = 1e-3, λ2 = 1e-7 on the squared norm of *all* parameters; the contrastive
 term averages over the batch's users and positive items and sums over layers. σ is a LeakyReLU of slope
-``leaky_slope`` (the paper writes σ; the TensorFlow release uses slope 0.5). The paper's extra
-hyperedge-mixing layers (Eq. 5) are not used by the PyTorch release; we do not implement them. The local view
+``leaky_slope`` (the paper writes σ; the TensorFlow release uses slope 0.5). The paper's hierarchical
+hyperedge mapping (c layers Ψ(X) = σ(V X) + X over the H hyperedge embeddings X = σ(Λᵀ E), V ∈ R^{H×H}, before the
+hyperedge -> node step; c = 3 in the TensorFlow release) is ``mix_layers`` = c, default 0 because the PyTorch
+release leaves it out; each GNN layer and side has its own V's. The local view
 uses the symmetric D^{-1/2} A D^{-1/2} of LightGCN, without self-loops (as the release).
 
 Where the PyTorch release differs from the paper (defaults follow the paper; each is an option):
@@ -67,6 +69,7 @@ class HCCF(Model):
         reg_weight: float = 1e-7  # λ2 of the squared norm of all parameters
         negatives: str = "all"  # InfoNCE negatives: "all" nodes (Eq. 8) or the "batch" nodes (release)
         detach_local: bool = False  # release: no gradient through the local view in the contrastive term
+        mix_layers: int = 0  # c hyperedge-mixing layers σ(V X) + X (paper; TF release 3, PyTorch release 0)
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
@@ -79,15 +82,29 @@ class HCCF(Model):
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
         self.user_hyper = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, h)))
         self.item_hyper = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, h)))
+        if cfg.mix_layers < 0:
+            raise ConfigError(f"hccf: mix_layers must be >= 0, not {cfg.mix_layers}")
+        # V matrices of the hierarchical mapping, [layer][side][j] flattened (side 0 users, 1 items)
+        self.mixers = nn.ParameterList(
+            nn.Parameter(nn.init.xavier_uniform_(torch.empty(h, h)))
+            for _ in range(cfg.n_layers * 2 * cfg.mix_layers)
+        )
         self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
         slope = self.cfg.leaky_slope
         return x if slope == 1.0 else F.leaky_relu(x, slope)
 
-    def hyper_layer(self, dep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Hypergraph message passing node -> hyperedge -> node (Eq. 3): dep [N, H], x [N, d] -> [N, d]."""
-        return self._act(dep @ self._act(dep.T @ x))
+    def hyper_layer(self, dep: torch.Tensor, x: torch.Tensor, layer: int = 0, side: int = 0) -> torch.Tensor:
+        """Hypergraph message passing node -> hyperedge -> node (Eq. 3): dep [N, H], x [N, d] -> [N, d].
+
+        With ``mix_layers`` = c the hyperedge embeddings [H, d] first pass c residual layers σ(V X) + X.
+        """
+        edges = self._act(dep.T @ x)
+        c = self.cfg.mix_layers
+        for j in range((layer * 2 + side) * c, (layer * 2 + side + 1) * c):
+            edges = self._act(self.mixers[j] @ edges) + edges
+        return self._act(dep @ edges)
 
     def views(self) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Final embeddings [U+I, d] and per-layer local (z) and global (Γ) views, each [U+I, d]."""
@@ -98,11 +115,13 @@ class HCCF(Model):
         x = torch.cat([self.user_emb, self.item_emb], dim=0)
         total = x
         local, glob = [], []
-        for _ in range(self.cfg.n_layers):
+        for layer in range(self.cfg.n_layers):
             # edge dropout makes Ā asymmetric, so only the undropped (symmetric) Ā may use the fast backward
             z = self._act(sparse_mm(adj, x) if adj is self.adj else torch.sparse.mm(adj, x))
             xu, xi = torch.split(x, [self.n_users, self.n_items])
-            g = torch.cat([self.hyper_layer(dep_u, xu), self.hyper_layer(dep_i, xi)], dim=0)
+            g = torch.cat(
+                [self.hyper_layer(dep_u, xu, layer, 0), self.hyper_layer(dep_i, xi, layer, 1)], dim=0
+            )
             local.append(z)
             glob.append(g)
             x = z + g
