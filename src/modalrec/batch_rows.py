@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import torch
 
 from modalrec.data.sampling import Batch
-from modalrec.graph import spmm_into
+from modalrec.graph import bipartite_hop, spmm_into
 
 
 class BatchRows(NamedTuple):
@@ -92,12 +92,9 @@ def _forward(
     # two ping-pong buffer pairs: layer k+1 is written while layer k is read
     bufs = [(torch.empty_like(users), torch.empty_like(items)) for _ in range(min(n_layers, 2))]
     for layer in range(n_layers - 1):
-        nxt_u, nxt_i = bufs[layer % 2]
-        spmm_into(r, cur_i, nxt_u)
-        spmm_into(r_t, cur_u, nxt_i)
-        out_u.add_(nxt_u.index_select(0, user_rows))
-        out_i.add_(nxt_i.index_select(0, item_rows))
-        cur_u, cur_i = nxt_u, nxt_i
+        cur_u, cur_i = bipartite_hop(r, r_t, cur_u, cur_i, *bufs[layer % 2])
+        out_u.add_(cur_u.index_select(0, user_rows))
+        out_i.add_(cur_i.index_select(0, item_rows))
     if n_layers > 0:
         out_u.add_(spmm_into(sub, cur_i, out_u.new_empty(out_u.shape)))
         last_i = bufs[(n_layers - 1) % 2][1]
@@ -137,12 +134,9 @@ def _backward(
             acc_u.addmm_(r, cur_i)
             acc_i.addmm_(r_t, cur_u)
             break
-        nxt_u, nxt_i = bufs[layer % 2]
-        spmm_into(r, cur_i, nxt_u)
-        spmm_into(r_t, cur_u, nxt_i)
-        acc_u.add_(nxt_u)
-        acc_i.add_(nxt_i)
-        cur_u, cur_i = nxt_u, nxt_i
+        cur_u, cur_i = bipartite_hop(r, r_t, cur_u, cur_i, *bufs[layer % 2])
+        acc_u.add_(cur_u)
+        acc_i.add_(cur_i)
     return acc_u, acc_i
 
 

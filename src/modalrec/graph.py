@@ -226,6 +226,18 @@ def spmm_into(a: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tens
     return torch.addmm(out, a, x, beta=0.0, alpha=1.0, out=out)
 
 
+def bipartite_hop(
+    r: torch.Tensor,
+    r_t: torch.Tensor,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    out_users: torch.Tensor,
+    out_items: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One propagation layer of Â = [[0, R̂], [R̂ᵀ, 0]] into preallocated buffers: (R̂ items, R̂ᵀ users)."""
+    return spmm_into(r, items, out_users), spmm_into(r_t, users, out_items)
+
+
 def _layer_mean(
     r: torch.Tensor,
     r_t: torch.Tensor,
@@ -239,12 +251,9 @@ def _layer_mean(
     # two ping-pong buffer pairs: layer k+1 is written while layer k is read
     bufs = [(torch.empty_like(users), torch.empty_like(items)) for _ in range(min(n_layers, 2))]
     for layer in range(n_layers):
-        nxt_u, nxt_i = bufs[layer % 2]
-        spmm_into(r, cur_i, nxt_u)
-        spmm_into(r_t, cur_u, nxt_i)
-        acc_u.add_(nxt_u)
-        acc_i.add_(nxt_i)
-        cur_u, cur_i = nxt_u, nxt_i
+        cur_u, cur_i = bipartite_hop(r, r_t, cur_u, cur_i, *bufs[layer % 2])
+        acc_u.add_(cur_u)
+        acc_i.add_(cur_i)
     scale = 1.0 / (n_layers + 1)
     return acc_u.mul_(scale), acc_i.mul_(scale)
 
