@@ -60,6 +60,21 @@ def bpr_terms(
     }
 
 
+def bpr_terms_on_rows(
+    batch: Batch, emb: Embeddings, user_table: torch.Tensor, item_table: torch.Tensor, reg_weight: float
+) -> dict[str, torch.Tensor]:
+    """:func:`bpr_terms` for a model that may pass the batch-rows form (``batch_rows.py``).
+
+    After a full forward, ``emb`` holds every row and the L2 term reads the tables [U, d], [I, d]. From a
+    ``batch_loss`` that propagated the batch's rows only, ``emb`` holds those rows, ``batch`` indexes them, and
+    ``emb.extras["user_ego"]`` / ``["item_ego"]`` carry their layer-0 rows for the L2 term.
+    """
+    extras = emb.extras or {}
+    user_ego = extras.get("user_ego", user_table)
+    item_ego = extras.get("item_ego", item_table)
+    return bpr_terms(batch, emb, user_ego, item_ego, reg_weight)
+
+
 class Model(nn.Module):
     """Base class of every recommender.
 

@@ -26,7 +26,7 @@ from modalrec.batch_rows import batch_local_indices, layer_mean_batch_rows
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.graph import bipartite_layer_mean, normalized_interactions
-from modalrec.models.base import Embeddings, Model, bpr_terms
+from modalrec.models.base import Embeddings, Model, bpr_terms_on_rows
 
 
 class LightGCNM(Model):
@@ -77,11 +77,7 @@ class LightGCNM(Model):
         return Embeddings(users, items)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
-        # from batch_loss, emb holds only the batch's rows and batch indexes them; the L2 term is on the ID rows
-        extras = emb.extras or {}
-        user_ego = extras.get("user_ego", self.user_emb)
-        item_ego = extras.get("item_ego", self.item_emb)
-        return bpr_terms(batch, emb, user_ego, item_ego, self.cfg.reg_weight)
+        return bpr_terms_on_rows(batch, emb, self.user_emb, self.item_emb, self.cfg.reg_weight)
 
     def batch_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The loss of one batch, propagated for the batch's rows only (``batch_rows.py``)."""
