@@ -115,3 +115,41 @@ def test_detach_local_stops_the_contrastive_gradient_at_the_local_view(tiny: Dat
     # still get a gradient through the next layer's hypergraph input, in the release too.)
     assert (cl_grad(False) > 0).all()  # the paper: both views move
     assert cl_grad(True)[-1] == 0  # the release: only the hypergraph view is pulled
+
+
+def test_tf_release_options_residual_layers_hinge_loss_and_projected_contrast(tiny: Dataset) -> None:
+    cfg = HCCF.Config(
+        embed_dim=8, n_hyperedges=5, leaky_slope=1.0, residual=True, rank_loss="hinge", ssl_projection=True
+    )
+    model = HCCF(tiny, cfg).eval()
+    emb = model()
+    # residual layers: E^(l) = Ā E^(l-1) + Γ^(l) + E^(l-1), output Σ_l E^(l)
+    x = torch.cat([model.user_emb, model.item_emb])
+    dep_u, dep_i = model.user_emb @ model.user_hyper, model.item_emb @ model.item_hyper
+    adj, u = model.adj.to_dense(), tiny.n_users
+    total = x
+    for _ in range(2):
+        x = adj @ x + torch.cat([dep_u @ (dep_u.T @ x[:u]), dep_i @ (dep_i.T @ x[u:])]) + x
+        total = total + x
+    assert torch.allclose(torch.cat([emb.users, emb.items]), total, atol=1e-5)
+
+    batch = Batch(torch.tensor([2, 2, 9]), torch.tensor([4, 0, 4]), torch.tensor([1, 3, 1]))
+    terms = model.loss(batch, emb)
+    assert set(terms) == {"hinge", "reg", "cl"}
+    pos = (emb.users[batch.users] * emb.items[batch.pos]).sum(1)
+    neg = (emb.users[batch.users] * emb.items[batch.neg]).sum(1)
+    assert torch.allclose(terms["hinge"], torch.clamp(1 - (pos - neg), min=0).mean())
+
+    def nce(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        logits = F.normalize(a, dim=1) @ (F.normalize(b, dim=1) @ w).T / 1.0  # batch nodes only, τ = 1
+        return (torch.logsumexp(logits, 1) - logits.diagonal()).mean()
+
+    users, items = torch.tensor([2, 9]), torch.tensor([0, 4])
+    expected = sum(
+        nce(z[:u][users], g[:u][users], w) + nce(z[u:][items], g[u:][items], w)
+        for z, g, w in zip(emb.extras["local"], emb.extras["global"], model.ssl_proj, strict=True)  # type: ignore[index]
+    )
+    assert len(model.ssl_proj) == 2
+    assert torch.allclose(terms["cl"], 1e-3 * expected, rtol=1e-5)
+    with pytest.raises(ConfigError, match="rank_loss"):
+        HCCF(tiny, HCCF.Config(rank_loss="x"))

@@ -32,6 +32,15 @@ Where the PyTorch release differs from the paper (defaults follow the paper; eac
 * its contrastive term uses the batch's unique users/items as negatives, not all nodes: ``negatives = "batch"``;
 * it stops the gradient through the local view in that term (only the hypergraph view is pulled towards the
   local one): ``detach_local = True``.
+
+The TensorFlow release (``labcode_efficient.py``, the code behind the paper's tables; its Amazon command uses
+τ = 0.1, λ1 = 1e-7, λ2 = 1e-2) differs from both in three more places, each an option:
+* residual layers, E^(l) = z^(l) + Γ^(l) + E^(l-1): ``residual = True``;
+* a margin ranking loss max(0, 1 − (ŷ_ui − ŷ_uj)) instead of BPR: ``rank_loss = "hinge"`` (averaged over the
+  batch's pairs here; the release sums over ~40 pairs per user and divides by the number of users);
+* in the contrastive term both views are L2-normalised and the hypergraph view is then multiplied by a learnable
+  d x d matrix per layer (shared by users and items) before the dot product: ``ssl_projection = True``.
+Together with ``mix_layers = 3``, ``leaky_slope = 0.5`` and ``negatives = "batch"`` this is the TF release's model.
 """
 
 from __future__ import annotations
@@ -70,6 +79,11 @@ class HCCF(Model):
         negatives: str = "all"  # InfoNCE negatives: "all" nodes (Eq. 8) or the "batch" nodes (release)
         detach_local: bool = False  # release: no gradient through the local view in the contrastive term
         mix_layers: int = 0  # c hyperedge-mixing layers σ(V X) + X (paper; TF release 3, PyTorch release 0)
+        residual: bool = False  # TF release: E^(l) = z^(l) + Γ^(l) + E^(l-1)
+        rank_loss: str = "bpr"  # "bpr", or "hinge" = max(0, 1 - (ŷ_ui - ŷ_uj)) as the TF release
+        ssl_projection: bool = (
+            False  # TF release: normalised hypergraph view times a learnable d x d W per layer
+        )
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
@@ -77,6 +91,8 @@ class HCCF(Model):
             raise ConfigError(f"hccf: keep_rate must be in (0, 1], not {cfg.keep_rate}")
         if cfg.negatives not in ("all", "batch"):
             raise ConfigError(f"hccf: negatives must be 'all' or 'batch', not {cfg.negatives!r}")
+        if cfg.rank_loss not in ("bpr", "hinge"):
+            raise ConfigError(f"hccf: rank_loss must be 'bpr' or 'hinge', not {cfg.rank_loss!r}")
         d, h = cfg.embed_dim, cfg.n_hyperedges
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, d)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
@@ -88,6 +104,11 @@ class HCCF(Model):
         self.mixers = nn.ParameterList(
             nn.Parameter(nn.init.xavier_uniform_(torch.empty(h, h)))
             for _ in range(cfg.n_layers * 2 * cfg.mix_layers)
+        )
+        # contrastive projections W of the TF release, one per layer, applied to the normalised hypergraph view
+        self.ssl_proj = nn.ParameterList(
+            nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, d)))
+            for _ in range(cfg.n_layers if cfg.ssl_projection else 0)
         )
         self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
 
@@ -124,7 +145,7 @@ class HCCF(Model):
             )
             local.append(z)
             glob.append(g)
-            x = z + g
+            x = z + g + x if self.cfg.residual else z + g
             total = total + x
         return total, local, glob
 
@@ -136,20 +157,35 @@ class HCCF(Model):
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
         u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
         reg = sum(t.pow(2).sum() for t in self.parameters())
+        pos, neg = (u * p).sum(1), (u * n).sum(1)
         terms = {
-            "bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)),
+            self.cfg.rank_loss: bpr_loss(pos, neg)
+            if self.cfg.rank_loss == "bpr"
+            else F.relu(1.0 - (pos - neg)).mean(),
             "reg": self.cfg.reg_weight * torch.as_tensor(reg),
         }
         if self.cfg.ssl_weight > 0:
             assert emb.extras is not None
             users, items = torch.unique(batch.users), torch.unique(batch.pos)
             tau, cl = self.cfg.ssl_temp, u.new_zeros(())
-            for z, g in zip(emb.extras["local"], emb.extras["global"], strict=True):
+            for layer, (z, g) in enumerate(zip(emb.extras["local"], emb.extras["global"], strict=True)):
                 zu, zi = torch.split(z.detach() if self.cfg.detach_local else z, [self.n_users, self.n_items])
                 gu, gi = torch.split(g, [self.n_users, self.n_items])
-                if self.cfg.negatives == "batch":
+                if self.cfg.ssl_projection:
+                    cl = cl + self._projected_nce(layer, (zu[users], gu[users]), (zi[items], gi[items]))
+                elif self.cfg.negatives == "batch":
                     cl = cl + info_nce(zu[users], gu[users], tau) + info_nce(zi[items], gi[items], tau)
                 else:
                     cl = cl + info_nce_all(zu, gu, users, tau) + info_nce_all(zi, gi, items, tau)
             terms["cl"] = self.cfg.ssl_weight * cl
         return terms
+
+    def _projected_nce(self, layer: int, *pairs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """TF-release contrast of one layer: for each (local [n, d], global [n, d]) pair of the batch's nodes,
+        InfoNCE of normalised local rows against normalised global rows times W_layer, dot product / τ."""
+        w, total = self.ssl_proj[layer], pairs[0][0].new_zeros(())
+        for local, glob in pairs:
+            total = total + info_nce(
+                F.normalize(local, dim=1), F.normalize(glob, dim=1) @ w, self.cfg.ssl_temp, normalize=False
+            )
+        return total
