@@ -153,3 +153,14 @@ def test_tf_release_options_residual_layers_hinge_loss_and_projected_contrast(ti
     assert torch.allclose(terms["cl"], 1e-3 * expected, rtol=1e-5)
     with pytest.raises(ConfigError, match="rank_loss"):
         HCCF(tiny, HCCF.Config(rank_loss="x"))
+
+
+def test_dep_scale_scales_the_hypergraph_view_by_its_square(tiny: Dataset) -> None:
+    torch.manual_seed(0)
+    base = HCCF(tiny, HCCF.Config(embed_dim=8, n_hyperedges=5, leaky_slope=1.0, n_layers=1)).eval()
+    scaled = HCCF(tiny, HCCF.Config(embed_dim=8, n_hyperedges=5, leaky_slope=1.0, n_layers=1, dep_scale=0.1))
+    scaled.load_state_dict(base.state_dict())
+    scaled.eval()
+    local, glob = base.views()[1:], scaled.views()[1:]
+    assert torch.allclose(local[0][0], glob[0][0])  # the local view is untouched
+    assert torch.allclose(glob[1][0], 0.01 * local[1][0], atol=1e-7)  # Γ = (sΛ)(sΛ)ᵀ E

@@ -41,6 +41,11 @@ The TensorFlow release (``labcode_efficient.py``, the code behind the paper's ta
 * in the contrastive term both views are L2-normalised and the hypergraph view is then multiplied by a learnable
   d x d matrix per layer (shared by users and items) before the dot product: ``ssl_projection = True``.
 Together with ``mix_layers = 3``, ``leaky_slope = 0.5`` and ``negatives = "batch"`` this is the TF release's model.
+
+``dep_scale`` multiplies the dependency matrix Λ, so the hypergraph view scales by its square. The authors' sparse
+PyTorch variant (``Model_sparse.py``, suggested in their README for sparse data) has this knob (``mult``, tuned
+in {0.01, 0.1, 1}): on sparse data the hypergraph path Λ Λᵀ E grows cubically with the embeddings and
+memorises the training pairs, and a small scale keeps it a correction to the local view.
 """
 
 from __future__ import annotations
@@ -81,9 +86,8 @@ class HCCF(Model):
         mix_layers: int = 0  # c hyperedge-mixing layers σ(V X) + X (paper; TF release 3, PyTorch release 0)
         residual: bool = False  # TF release: E^(l) = z^(l) + Γ^(l) + E^(l-1)
         rank_loss: str = "bpr"  # "bpr", or "hinge" = max(0, 1 - (ŷ_ui - ŷ_uj)) as the TF release
-        ssl_projection: bool = (
-            False  # TF release: normalised hypergraph view times a learnable d x d W per layer
-        )
+        ssl_projection: bool = False  # TF release: normalised hypergraph view x learnable d x d W per layer
+        dep_scale: float = 1.0  # multiplier of Λ (sparse release's "mult"); Γ scales by its square
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
@@ -131,8 +135,9 @@ class HCCF(Model):
         """Final embeddings [U+I, d] and per-layer local (z) and global (Γ) views, each [U+I, d]."""
         drop = 1.0 - self.cfg.keep_rate
         adj = sparse_dropout(self.adj, drop, self.training)
-        dep_u = F.dropout(self.user_emb @ self.user_hyper, drop, self.training)  # Λ^u [U, H]
-        dep_i = F.dropout(self.item_emb @ self.item_hyper, drop, self.training)  # Λ^i [I, H]
+        scale = self.cfg.dep_scale
+        dep_u = F.dropout(scale * (self.user_emb @ self.user_hyper), drop, self.training)  # Λ^u [U, H]
+        dep_i = F.dropout(scale * (self.item_emb @ self.item_hyper), drop, self.training)  # Λ^i [I, H]
         x = torch.cat([self.user_emb, self.item_emb], dim=0)
         total = x
         local, glob = [], []
