@@ -119,7 +119,13 @@ def test_detach_local_stops_the_contrastive_gradient_at_the_local_view(tiny: Dat
 
 def test_tf_release_options_residual_layers_hinge_loss_and_projected_contrast(tiny: Dataset) -> None:
     cfg = HCCF.Config(
-        embed_dim=8, n_hyperedges=5, leaky_slope=1.0, residual=True, rank_loss="hinge", ssl_projection=True
+        embed_dim=8,
+        n_hyperedges=5,
+        leaky_slope=1.0,
+        residual=True,
+        rank_loss="hinge",
+        ssl_projection=True,
+        negatives="batch",
     )
     model = HCCF(tiny, cfg).eval()
     emb = model()
@@ -153,6 +159,8 @@ def test_tf_release_options_residual_layers_hinge_loss_and_projected_contrast(ti
     assert torch.allclose(terms["cl"], 1e-3 * expected, rtol=1e-5)
     with pytest.raises(ConfigError, match="rank_loss"):
         HCCF(tiny, HCCF.Config(rank_loss="x"))
+    with pytest.raises(ConfigError, match="ssl_projection"):
+        HCCF(tiny, HCCF.Config(ssl_projection=True))  # default negatives "all"
 
 
 def test_dep_scale_scales_the_hypergraph_view_by_its_square(tiny: Dataset) -> None:

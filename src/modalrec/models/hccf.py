@@ -37,9 +37,10 @@ The TensorFlow release (``labcode_efficient.py``, the code behind the paper's ta
 τ = 0.1, λ1 = 1e-7, λ2 = 1e-2) differs from both in three more places, each an option:
 * residual layers, E^(l) = z^(l) + Γ^(l) + E^(l-1): ``residual = True``;
 * a margin ranking loss max(0, 1 − (ŷ_ui − ŷ_uj)) instead of BPR: ``rank_loss = "hinge"`` (averaged over the
-  batch's pairs here; the release sums over ~40 pairs per user and divides by the number of users);
+  batch's pairs here; the release sums over min(40, |N_u|) pairs per user and divides by the number of users);
 * in the contrastive term both views are L2-normalised and the hypergraph view is then multiplied by a learnable
-  d x d matrix per layer (shared by users and items) before the dot product: ``ssl_projection = True``.
+  d x d matrix per layer (shared by users and items) before the dot product: ``ssl_projection = True`` (its
+  negatives are the batch's nodes, so it requires ``negatives = "batch"``).
 Together with ``mix_layers = 3``, ``leaky_slope = 0.5`` and ``negatives = "batch"`` this is the TF release's model.
 
 ``dep_scale`` multiplies the dependency matrix Λ, so the hypergraph view scales by its square. The authors' sparse
@@ -95,6 +96,8 @@ class HCCF(Model):
             raise ConfigError(f"hccf: keep_rate must be in (0, 1], not {cfg.keep_rate}")
         if cfg.negatives not in ("all", "batch"):
             raise ConfigError(f"hccf: negatives must be 'all' or 'batch', not {cfg.negatives!r}")
+        if cfg.ssl_projection and cfg.negatives != "batch":
+            raise ConfigError("hccf: ssl_projection contrasts the batch's nodes only; set negatives: batch")
         if cfg.rank_loss not in ("bpr", "hinge"):
             raise ConfigError(f"hccf: rank_loss must be 'bpr' or 'hinge', not {cfg.rank_loss!r}")
         d, h = cfg.embed_dim, cfg.n_hyperedges
