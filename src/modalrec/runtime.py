@@ -14,6 +14,8 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -28,7 +30,14 @@ _M_MMAP_THRESHOLD = -3
 # chunk. 8 MiB keeps every evaluation block (~16 MiB by design, see evaluate.auto_chunk) on the mmap path.
 _MMAP_BYTES = 8 << 20
 _TRIM_BYTES = 256 << 20  # free memory kept at the top of the heap before glibc returns it
+# While training steps run (``training_phase``), blocks up to 32 MiB (the ceiling of glibc's own dynamic
+# threshold on 64-bit) come from the heap: every step allocates the same [U+I, d] temporaries again, so freed
+# blocks are reused rather than piling up, and graphs up to ~130k nodes at d = 64 stop page-faulting each step
+# (NGCF on amazon-sports, 54k nodes, 13.8 MB temporaries: 1.62 -> 0.62 s per step). Evaluation and everything
+# else run at 8 MiB.
+_TRAIN_MMAP_BYTES = 32 << 20
 _tuned = False
+_libc: ctypes.CDLL | None = None
 
 
 def tune_allocator() -> bool:
@@ -41,13 +50,35 @@ def tune_allocator() -> bool:
     name = ctypes.util.find_library("c")
     if name is None:
         return False
+    global _libc
     try:
         libc = ctypes.CDLL(name)
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         return False
     _tuned = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
+    _libc = libc if _tuned else None
     return _tuned
+
+
+@contextmanager
+def training_phase() -> Iterator[None]:
+    """Raise the mmap threshold to 32 MiB while training steps run; back to 8 MiB (and trim) on exit.
+
+    Does nothing unless ``tune_allocator`` applied. On exit the heap's free pages are handed back to the OS
+    (``malloc_trim``), so the blocks a training phase kept never outlive it: an evaluation that follows starts
+    from the same footprint as with the plain 8 MiB tuning.
+    """
+    libc = _libc
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, _TRAIN_MMAP_BYTES)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)
+        libc.malloc_trim(0)
 
 
 def set_threads(n: int) -> None:

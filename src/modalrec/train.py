@@ -38,7 +38,7 @@ from modalrec.evaluate import evaluate, group_breakdown
 from modalrec.models import MODELS
 from modalrec.models.base import Model, TrainSettings
 from modalrec.optim import Adam, LRSchedule
-from modalrec.runtime import set_threads, tune_allocator
+from modalrec.runtime import set_threads, training_phase, tune_allocator
 
 log = logging.getLogger("modalrec.train")
 
@@ -225,20 +225,22 @@ class Trainer:
                 from tqdm import tqdm
 
                 batches = tqdm(batches, total=len(sampler), desc=f"epoch {epoch}", leave=False)
-            for batch in batches:
-                if t.max_batches and n_batches >= t.max_batches:
-                    break
-                terms = model.train_step(batch.to(self.device), optimizers, t.grad_clip or None)
-                if average is not None:
-                    average.update(model)
-                for k, v in terms.items():
-                    if not math.isfinite(v):
-                        raise TrainingError(
-                            f"loss term '{k}' became {v} in epoch {epoch}; lower train.lr or set train.grad_clip "
-                            f"(the best checkpoint so far is kept{' in ' + str(self.out) if self.out else ''})"
-                        )
-                    sums[k] = sums.get(k, 0.0) + v
-                n_batches += 1
+            with training_phase():
+                for batch in batches:
+                    if t.max_batches and n_batches >= t.max_batches:
+                        break
+                    terms = model.train_step(batch.to(self.device), optimizers, t.grad_clip or None)
+                    if average is not None:
+                        average.update(model)
+                    for k, v in terms.items():
+                        if not math.isfinite(v):
+                            raise TrainingError(
+                                f"loss term '{k}' became {v} in epoch {epoch}; lower train.lr or set "
+                                f"train.grad_clip (the best checkpoint so far is kept"
+                                f"{' in ' + str(self.out) if self.out else ''})"
+                            )
+                        sums[k] = sums.get(k, 0.0) + v
+                    n_batches += 1
             for sch in schedulers:
                 sch.step()
             seconds = time.perf_counter() - tic
