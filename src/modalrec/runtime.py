@@ -36,29 +36,27 @@ _TRIM_BYTES = 256 << 20  # free memory kept at the top of the heap before glibc 
 # (NGCF on amazon-sports, 54k nodes, 13.8 MB temporaries: 1.62 -> 0.62 s per step). Evaluation and everything
 # else run at 8 MiB.
 _TRAIN_MMAP_BYTES = 32 << 20
-_tuned = False
-_libc: ctypes.CDLL | None = None
+_libc: ctypes.CDLL | None = None  # set once the tuning applied; None = untuned
 
 
 def tune_allocator() -> bool:
     """Keep freed large blocks in the process (glibc only; once per process). Returns whether it applied."""
-    global _tuned
-    if _tuned:
+    global _libc
+    if _libc is not None:
         return True
     if os.environ.get("MODALREC_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
     if name is None:
         return False
-    global _libc
     try:
         libc = ctypes.CDLL(name)
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         return False
-    _tuned = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
-    _libc = libc if _tuned else None
-    return _tuned
+    tuned = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
+    _libc = libc if tuned else None
+    return tuned
 
 
 @contextmanager
