@@ -172,3 +172,22 @@ def test_dep_scale_scales_the_hypergraph_view_by_its_square(tiny: Dataset) -> No
     local, glob = base.views()[1:], scaled.views()[1:]
     assert torch.allclose(local[0][0], glob[0][0])  # the local view is untouched
     assert torch.allclose(glob[1][0], 0.01 * local[1][0], atol=1e-7)  # Γ = (sΛ)(sΛ)ᵀ E
+
+
+def test_sparse_release_dependency_is_the_scaled_embedding_table(tiny: Dataset) -> None:
+    cfg = HCCF.Config(embed_dim=6, leaky_slope=1.0, dependency="embedding", dep_scale=0.5, keep_rate=1.0)
+    model = HCCF(tiny, cfg).eval()
+    # no W: the parameters are the two embedding tables only (so the all-parameter L2 covers just them)
+    assert [p.shape for p in model.parameters()] == [(tiny.n_users, 6), (tiny.n_items, 6)]
+    x = torch.cat([model.user_emb, model.item_emb])
+    dep_u, dep_i = 0.5 * model.user_emb, 0.5 * model.item_emb  # Λ = mult · E^(0), H = d
+    adj, u, total = model.adj.to_dense(), tiny.n_users, x
+    for _ in range(2):
+        x = adj @ x + torch.cat([dep_u @ (dep_u.T @ x[:u]), dep_i @ (dep_i.T @ x[u:])])
+        total = total + x
+    emb = model()
+    assert torch.allclose(torch.cat([emb.users, emb.items]), total, atol=1e-5)
+    # Λ is never dropped: with the edge dropout off (keep rate 1), training and eval forwards agree
+    assert torch.allclose(model.train()().users, emb.users, atol=1e-6)
+    with pytest.raises(ConfigError, match="dependency"):
+        HCCF(tiny, HCCF.Config(dependency="x"))

@@ -46,7 +46,10 @@ Together with ``mix_layers = 3``, ``leaky_slope = 0.5`` and ``negatives = "batch
 ``dep_scale`` multiplies the dependency matrix Λ, so the hypergraph view scales by its square. The authors' sparse
 PyTorch variant (``Model_sparse.py``, suggested in their README for sparse data) has this knob (``mult``, tuned
 in {0.01, 0.1, 1}): on sparse data the hypergraph path Λ Λᵀ E grows cubically with the embeddings and
-memorises the training pairs, and a small scale keeps it a correction to the local view.
+memorises the training pairs, and a small scale keeps it a correction to the local view. That variant also drops
+the learned projection: its dependency matrix is the scaled embedding table itself, Λ^u = mult · E_u^(0) (so
+H = d hyperedges, no W, no dropout on Λ), which is ``dependency = "embedding"`` here; the default ``"learned"``
+is the paper's Λ = E W.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class HCCF(Model):
         rank_loss: str = "bpr"  # "bpr", or "hinge" = max(0, 1 - (ŷ_ui - ŷ_uj)) as the TF release
         ssl_projection: bool = False  # TF release: normalised hypergraph view x learnable d x d W per layer
         dep_scale: float = 1.0  # multiplier of Λ (sparse release's "mult"); Γ scales by its square
+        dependency: str = "learned"  # Λ = E W ("learned", paper) or Λ = E ("embedding", sparse release)
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
@@ -100,11 +104,16 @@ class HCCF(Model):
             raise ConfigError("hccf: ssl_projection contrasts the batch's nodes only; set negatives: batch")
         if cfg.rank_loss not in ("bpr", "hinge"):
             raise ConfigError(f"hccf: rank_loss must be 'bpr' or 'hinge', not {cfg.rank_loss!r}")
-        d, h = cfg.embed_dim, cfg.n_hyperedges
+        if cfg.dependency not in ("learned", "embedding"):
+            raise ConfigError(f"hccf: dependency must be 'learned' or 'embedding', not {cfg.dependency!r}")
+        learned = cfg.dependency == "learned"
+        d = cfg.embed_dim
+        h = cfg.n_hyperedges if learned else d  # the sparse release's hyperedges are the d embedding columns
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, d)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
-        self.user_hyper = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, h)))
-        self.item_hyper = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, h)))
+        # W^u, W^v of Λ = E W; absent in the sparse release (they would otherwise enter the all-parameter L2)
+        self.user_hyper = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, h))) if learned else None
+        self.item_hyper = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, h))) if learned else None
         if cfg.mix_layers < 0:
             raise ConfigError(f"hccf: mix_layers must be >= 0, not {cfg.mix_layers}")
         # V matrices of the hierarchical mapping, [layer][side][j] flattened (side 0 users, 1 items)
@@ -134,13 +143,25 @@ class HCCF(Model):
             edges = self._act(self.mixers[j] @ edges) + edges
         return self._act(dep @ edges)
 
+    def dependencies(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Node-hyperedge dependency matrices Λ^u [U, H] and Λ^i [I, H] (Eq. 2), scaled by ``dep_scale``.
+
+        "learned": Λ = E W with dropout (keep rate) during training, as the paper and the main release;
+        "embedding": Λ = E (H = d), undropped, as the sparse release.
+        """
+        scale = self.cfg.dep_scale
+        if self.user_hyper is None or self.item_hyper is None:
+            return scale * self.user_emb, scale * self.item_emb
+        drop = 1.0 - self.cfg.keep_rate
+        dep_u = F.dropout(scale * (self.user_emb @ self.user_hyper), drop, self.training)
+        dep_i = F.dropout(scale * (self.item_emb @ self.item_hyper), drop, self.training)
+        return dep_u, dep_i
+
     def views(self) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Final embeddings [U+I, d] and per-layer local (z) and global (Γ) views, each [U+I, d]."""
         drop = 1.0 - self.cfg.keep_rate
         adj = sparse_dropout(self.adj, drop, self.training)
-        scale = self.cfg.dep_scale
-        dep_u = F.dropout(scale * (self.user_emb @ self.user_hyper), drop, self.training)  # Λ^u [U, H]
-        dep_i = F.dropout(scale * (self.item_emb @ self.item_hyper), drop, self.training)  # Λ^i [I, H]
+        dep_u, dep_i = self.dependencies()
         x = torch.cat([self.user_emb, self.item_emb], dim=0)
         total = x
         local, glob = [], []
