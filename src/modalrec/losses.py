@@ -136,13 +136,17 @@ def recompute_in_backward(fn: Callable[..., torch.Tensor], *args: object) -> tor
 
 
 def gradient_penalty(
-    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """WGAN-GP penalty E[(||∇_x̂ D(x̂)||₂ - 1)²] on random interpolates x̂ (Gulrajani et al. 2017).
 
-    Shapes: real, fake [B, n]; the interpolation weight is drawn per row.
+    Shapes: real, fake [B, n]; the interpolation weight is drawn per row, from ``generator`` when given (so a
+    caller can keep its draws off the global random stream).
     """
-    alpha = torch.rand(real.shape[0], 1, device=real.device, dtype=real.dtype)
+    alpha = torch.rand(real.shape[0], 1, generator=generator, device=real.device, dtype=real.dtype)
     mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     out = critic(mixed)
     (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)

@@ -6,14 +6,31 @@ from pathlib import Path
 from typing import Any
 
 
+def epochs_of(history: list[dict[str, Any]]) -> list[int]:
+    """The epoch number of each history row."""
+    return [h["epoch"] for h in history]
+
+
 def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Two panels: every loss term per epoch (left) and the validation metrics per evaluated epoch (right)."""
+    """Every loss term per epoch (left), the validation metrics per evaluated epoch (middle or right) and, when
+    the model reports them, its component diagnostics (``diag_*`` columns, right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.8))
+    diag_keys = sorted({k for h in history for k in h if k.startswith("diag_")})
+    n_panels = 3 if diag_keys else 2
+    fig, axes = plt.subplots(1, n_panels, figsize=(5 * n_panels, 3.8))
+    ax_loss, ax_val = axes[0], axes[1]
+    if diag_keys:
+        ax_diag = axes[2]
+        for key in diag_keys:
+            ax_diag.plot(epochs_of(history), [h.get(key, float("nan")) for h in history], label=key[5:])
+        ax_diag.set_xlabel("epoch")
+        ax_diag.set_title("component diagnostics")
+        ax_diag.set_yscale("symlog", linthresh=1e-3)
+        ax_diag.legend(fontsize=7)
     epochs = [h["epoch"] for h in history]
     loss_keys = sorted({k[5:] for h in history for k in h if k.startswith("loss_")})
     for key in loss_keys:

@@ -256,6 +256,10 @@ class Trainer:
             line = f"epoch {epoch:4d} {seconds:6.2f}s " + " ".join(
                 f"{k}={v / max(1, n_batches):.4f}" for k, v in sums.items()
             )
+            diagnostics = model.epoch_diagnostics() if model.trainable else {}
+            if diagnostics:
+                row.update({f"diag_{k}": v for k, v in diagnostics.items()})
+                line += " | " + " ".join(f"{k}={v:.4g}" for k, v in diagnostics.items())
             if (epoch + 1) % t.eval_every == 0 or epoch == epochs - 1:
                 # with train.ema the averaged weights are evaluated and, if best, kept (copied inside the block)
                 with average.applied(model) if average is not None else nullcontext():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from modalrec.config import load_config
 from modalrec.data import Dataset
 from modalrec.data.sampling import BPRSampler
 from modalrec.errors import ConfigError
@@ -22,6 +25,7 @@ from modalrec.models.mmssl_parts import (
     interaction_block,
     topk_relations,
 )
+from modalrec.train import train
 
 
 def _fit(
@@ -86,9 +90,9 @@ def test_gradient_penalty_matches_manual_autograd_on_a_nonlinear_critic() -> Non
 def test_discriminator_shapes_and_slope_option() -> None:
     d = Discriminator(64)
     assert d(torch.rand(8, 64)).shape == (8,)
-    assert d.net[0].out_features == 16 and d.net[4].out_features == 8
-    assert d.net[1].negative_slope == pytest.approx(0.2)
-    assert Discriminator(64, slope=1.0).net[1].negative_slope == 1.0  # the official code's (linear) D
+    assert d.linears[0].out_features == 16 and d.linears[1].out_features == 8
+    assert d.acts[0].negative_slope == pytest.approx(0.2)
+    assert Discriminator(64, slope=1.0).acts[0].negative_slope == 1.0  # the official code's (linear) D
     out = Discriminator(64, output_scale=100.0).eval()(torch.rand(4, 64))
     assert ((out > 0) & (out < 100)).all()
 
@@ -226,13 +230,13 @@ def test_any_number_of_modalities(tiny: Dataset) -> None:
 
 def test_train_step_alternates_d_and_g_and_reports_named_terms(tiny: Dataset) -> None:
     torch.manual_seed(0)
-    model = MMSSL(tiny, MMSSL.Config(d_columns=64, d_steps=2))
+    model = MMSSL(tiny, MMSSL.Config(d_columns=64, d_steps=2, param_l2=0.014))
     g_opt, d_opt = model.configure_optimizers(TrainSettings())
     assert g_opt.decoupled and not d_opt.decoupled  # AdamW for the model, Adam for D (paper Sec. 4.1.4)
     assert d_opt.defaults["betas"] == (0.5, 0.9)
     d_ids = {id(p) for p in model.discriminator.parameters()}  # type: ignore[union-attr]
     assert not any(id(p) in d_ids for g in g_opt.param_groups for p in g["params"])
-    assert model.discriminator.net[0].in_features == 64  # type: ignore[union-attr]
+    assert model.discriminator.linears[0].in_features == 64  # type: ignore[union-attr]
     batch = next(iter(BPRSampler(tiny.train, 128, seed=0, mode="users").epoch(0)))
     d_before = [p.detach().clone() for p in model.discriminator.parameters()]  # type: ignore[union-attr]
     e_before = model.user_emb.detach().clone()
@@ -265,7 +269,7 @@ def test_param_l2_is_lambda4_times_squared_norm_of_the_whole_id_tables(tiny: Dat
 )
 def test_variants_switch_terms(tiny: Dataset, variant: str, terms: set[str]) -> None:
     assert {"variant": variant} in MMSSL.variants.values()
-    model = MMSSL(tiny, MMSSL.Config(variant=variant))
+    model = MMSSL(tiny, MMSSL.Config(variant=variant, param_l2=0.014))
     opts = model.configure_optimizers(TrainSettings())
     assert len(opts) == (2 if "adv_d" in terms else 1)
     batch = next(iter(BPRSampler(tiny.train, 64, seed=0, mode="users").epoch(0)))
@@ -328,3 +332,122 @@ def test_mmssl_peak_memory_stays_far_below_a_dense_user_item_matrix() -> None:
     peak_mib = int(proc.stdout.strip().splitlines()[-1])
     dense_mib = 40000 * 25000 * 4 / 2**20
     assert peak_mib < dense_mib / 3, f"peak {peak_mib} MiB vs dense |U|x|I| {dense_mib:.0f} MiB"
+
+
+# ---- the adversarial part acts (critic, Gumbel term, row subsets, paired random streams) --------------------
+def _wgan_gp_steps(d: Discriminator, real: torch.Tensor, fake: torch.Tensor, steps: int) -> None:
+    opt = torch.optim.Adam(d.parameters(), lr=5e-3, betas=(0.5, 0.9))
+    for _ in range(steps):
+        loss = -d(real).mean() + d(fake).mean() + gradient_penalty(d, real, fake)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_critic_separates_an_obviously_different_fake_batch_after_a_few_steps() -> None:
+    torch.manual_seed(0)
+    real = torch.zeros(32, 64)
+    real[torch.arange(32), torch.randint(0, 10, (32,))] = 1.0  # real rows: a spike among the first 10 items
+    fake = torch.nn.functional.normalize(torch.rand(32, 64), dim=1)  # fake rows: spread over all items
+    d = Discriminator(64, dropouts=(0.0, 0.0), norm="none")
+    with torch.no_grad():
+        before = float(d(real).mean() - d(fake).mean())
+    _wgan_gp_steps(d, real, fake, 60)
+    with torch.no_grad():
+        after = float(d(real).mean() - d(fake).mean())
+    assert after > 0.3 and after > before + 0.3, (before, after)
+
+
+def test_one_batchnorm_call_keeps_the_gap_that_two_calls_erase() -> None:
+    torch.manual_seed(0)
+    d = Discriminator(32, dropouts=(0.0, 0.0), norm="joint_batch").train().requires_grad_(False)
+    real, fake = torch.rand(16, 32) + 1.0, torch.rand(16, 32)
+    bias = float(d.linears[-1].bias.detach())
+    # two calls: BatchNorm centres each batch, so each batch's mean logit is the final bias whatever its rows
+    assert float(d.logits(real).mean()) == pytest.approx(bias, abs=1e-5)
+    assert float(d.logits(fake).mean()) == pytest.approx(bias, abs=1e-5)
+    joint = d.logits(torch.cat([real, fake]))
+    assert abs(float(joint[:16].mean() - joint[16:].mean())) > 0.1
+
+
+def test_mmssl_critic_gap_turns_positive_with_d_steps(tiny: Dataset) -> None:
+    torch.manual_seed(0)
+    model = MMSSL(tiny, MMSSL.Config(d_lr=3e-3))
+    _, d_opt = model.configure_optimizers(TrainSettings())
+    model.train()
+    model.on_epoch_start(0)
+    batch = next(iter(BPRSampler(tiny.train, 128, seed=0, mode="users").epoch(0)))
+    emb = model.forward()
+    assert abs(model.epoch_diagnostics()["critic_gap"]) < 0.1  # an untrained critic cannot tell them apart
+    for _ in range(40):
+        model.discriminator_step(batch, emb, d_opt, None, None)
+    diag = model.epoch_diagnostics()
+    assert diag["critic_gap"] > 0.2, diag
+    assert diag["w_estimate"] > 0.0 and diag["grad_ratio"] > 0.0
+    assert diag["view_new_share"] == pytest.approx(1.0)  # Eq. 8 links users to items they have not seen
+
+
+def test_gumbel_term_keeps_a_share_of_the_real_row_with_the_default_scaling(tiny: Dataset) -> None:
+    torch.manual_seed(0)
+    users = torch.arange(0, tiny.n_users, 3)
+
+    def share(**kw: object) -> float:
+        model = MMSSL(tiny, MMSSL.Config(**kw))  # type: ignore[arg-type]
+        a = interaction_block(model.indptr, model.indices, users, None, tiny.n_items)
+        base, aug = model.real_parts(model.forward(), users, None, a, torch.Generator().manual_seed(0))
+        return float((base.norm(dim=1) / (base.norm(dim=1) + aug.norm(dim=1))).mean())
+
+    assert share() > 0.2
+    # Eq. 5 as printed with the official code's ζ = 100 and a τ = 1 Gumbel softmax: the first term vanishes
+    assert share(aug_form="literal", zeta=100.0, gumbel_tau=1.0, gumbel_noise_scale=1.0) < 0.01
+
+
+def test_d_rows_equal_to_the_batch_is_the_full_row_discriminator(tiny: Dataset) -> None:
+    batch = next(iter(BPRSampler(tiny.train, 64, seed=0, mode="users").epoch(0)))
+    states = []
+    for rows in (0, 64):
+        torch.manual_seed(0)
+        model = MMSSL(tiny, MMSSL.Config(d_rows=rows))
+        opts = model.configure_optimizers(TrainSettings())
+        model.train()
+        model.on_epoch_start(0)
+        model.train_step(batch, opts)
+        states.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*states, strict=True):
+        torch.testing.assert_close(a, b)
+    model = MMSSL(tiny, MMSSL.Config(d_rows=16))
+    assert len(model.d_users(batch.users)) == 16 and set(model.d_users(batch.users).tolist()) <= set(
+        batch.users.tolist()
+    )
+
+
+def test_variants_are_paired_the_adversarial_part_never_draws_from_the_global_stream(tiny: Dataset) -> None:
+    batch = next(iter(BPRSampler(tiny.train, 64, seed=0, mode="users").epoch(0)))
+    states, first_bpr = [], []
+    for variant in ("full", "wo_asl", "wo_gt"):
+        torch.manual_seed(0)
+        model = MMSSL(tiny, MMSSL.Config(variant=variant, d_columns=50))
+        after_init = torch.get_rng_state()
+        opts = model.configure_optimizers(TrainSettings())
+        torch.manual_seed(5)
+        model.train()
+        model.on_epoch_start(0)
+        first_bpr.append(model.train_step(batch, opts)["bpr"])
+        model.epoch_diagnostics()
+        states.append((after_init, torch.get_rng_state(), model.user_emb.detach().clone()))
+    for init, after_step, _ in states[1:]:
+        assert torch.equal(init, states[0][0])  # D's initialisation left the global stream alone
+        assert torch.equal(after_step, states[0][1])  # so did D's step, the Gumbel noise and the diagnostics
+    assert first_bpr[0] == first_bpr[1] == first_bpr[2]  # same initial weights, batch and dropout masks
+
+
+def test_trainer_logs_the_diagnostics_per_epoch(tiny: Dataset, tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        ["train.epochs=2", "train.batch_size=256", "train.progress=false", "train.threads=1"],
+        model_name="mmssl",
+    )
+    train(cfg, data=tiny, out=tmp_path / "run")
+    header = (tmp_path / "run" / "history.csv").read_text().splitlines()[0].split(",")
+    for key in ("critic_gap", "w_estimate", "grad_ratio", "gumbel_share", "view_new_share"):
+        assert f"diag_{key}" in header

@@ -148,6 +148,14 @@ class Model(nn.Module):
             opt.step()
         return {k: float(v.detach()) for k, v in terms.items()}
 
+    def epoch_diagnostics(self) -> dict[str, float]:
+        """Figures that show whether a model's components act, computed after each training epoch.
+
+        The trainer logs them as ``diag_<name>`` in history.csv, the epoch line and curves.png. They must not
+        draw from the global random stream (a run with and without them trains identically). Default: none.
+        """
+        return {}
+
     def item_embeddings_from_features(self, features: dict[str, np.ndarray]) -> torch.Tensor:
         """Embed unseen items from their content alone ([n_new, d]); models that cannot raise."""
         raise NotImplementedError(f"model '{self.name}' cannot embed items from content features")

@@ -20,13 +20,26 @@ Equations implemented (numbers from the paper, ``../shared/papers/mmssl.md``):
 * Algorithm 1: each training batch runs ``d_steps`` discriminator updates (Adam, betas 0.5/0.9) and then one
   update of everything else (AdamW).
 
-Scale: D's input is a relation row. With ``d_columns`` = c < |I| a step draws one random subset S of c item
-columns and feeds D the rows restricted to S (the same S for real and fake rows), so D has ≈ 0.28·c²
-parameters whatever |I| is (c = 512: 74 k parameters, ≈ 1.2 MB with Adam state) instead of ≈ 0.28·|I|²
-(|I| = 100k: 2.8 G parameters, ≈ 45 GB with Adam state). See ``docs/mmssl.md`` for the full arithmetic.
+Scale: D's input is a relation row over every item (Eq. 4), so D's weight j always belongs to item j and the
+critic can learn which items real rows favour. D has ≈ 0.28·|I|² parameters (|I| = 6,710: 12.7 M, ≈ 0.2 GB
+with gradient and Adam state); its cost per step is bounded by feeding it the rows of ``d_rows`` of the batch's
+users. Where a full-width D does not fit $MODALREC_MEMORY_BUDGET (|I| = 100k: ≈ 45 GB), D sees ``d_columns``
+random item columns per step instead (512 by default then). See ``docs/mmssl.md`` for the arithmetic.
+
+Proof that the adversarial part acts: :meth:`MMSSL.epoch_diagnostics` (critic gap, Wasserstein estimate,
+L_G/BPR gradient ratio on the modality transforms, the Gumbel term's share of a real row, new Eq. 8 edges),
+logged per epoch as ``diag_*`` columns of history.csv.
+
+Paired ablations: D's initial weights, its dropout masks, the Gumbel noise, the row/column subsets and the GP
+interpolation draw from a stream of their own, so variants with the same seed see the same BPR batches,
+initial weights and feature-dropout masks.
 
 Deviations from the official code (HKUDS/MMSSL), each offered as an option where it matters:
-real LeakyReLU slope (``d_leaky_slope``; code 1.0 = linear), Gumbel precedence (``gumbel_form``), proper
+real LeakyReLU slope (``d_leaky_slope``; code 1.0 = linear), Gumbel precedence (``gumbel_form``), one
+BatchNorm call over real and fake rows (``d_norm``; code: two calls, which centres each batch on its own and
+erases most of the critic's signal), a Gumbel temperature and noise that keep the first Eq. 5 term a visible
+share of the row (``gumbel_tau``, ``gumbel_noise_scale``, ``zeta``; the code's τ = 0.005 with noise 1e-5 and
+ζ = 100 leaves it under 0.1%), proper
 attention (``attn_value_proj``), a fixed k >= 1 neighbour rule for all users (the code's k = int(|I| * 1e-4)
 is 0 on the shipped datasets and its graphs hold only one batch's users), simultaneous bipartite propagation
 without the code's softmax on the last GNN layer, standard InfoNCE with τ' = 0.085 (paper Sec. 4.4; code: 0.5,
@@ -52,6 +65,7 @@ from modalrec.graph import MEMORY_ENV, memory_budget, normalized_interactions, s
 from modalrec.losses import bpr_loss, gradient_penalty, info_nce, l2_reg, recompute_in_backward
 from modalrec.models.base import Embeddings, Model, TrainSettings
 from modalrec.models.mmssl_parts import (
+    D_NORMS,
     Discriminator,
     ModalityAttention,
     gumbel_transform,
@@ -107,16 +121,19 @@ class MMSSL(Model):
         cl_items: bool = False  # also contrast item views with h_i (the paper and code do users only)
         cl_chunk: int = 4096  # rows per InfoNCE block
         adv_weight: float = 0.01  # λ3 of Eq. 13 (code: G_rate 1e-4 times its D output scale 100)
-        zeta: float = 100.0  # ζ of Eq. 5, weight of the augmented signal cos(h_u, h_i)
-        gumbel_tau: float = 1.0  # τ of Eq. 5 (not given in the paper; official code real_data_tau 0.005)
+        zeta: float = 1.0  # ζ of Eq. 5, weight of the augmented signal cos(h_u, h_i)
+        aug_form: str = "normalized"  # Eq. 5's ζ term: "normalized" ζ·ĉ/||ĉ|| per row (code), "literal" ζ·ĉ
+        gumbel_tau: float = 0.05  # τ of Eq. 5 (not given in the paper; official code real_data_tau 0.005)
         gumbel_form: str = "paper"  # "paper": softmax((A+g)/τ); "code": softmax(A + g/τ)
-        gumbel_noise_scale: float = 1.0  # scale of the Gumbel noise g (official code log_log_scale 1e-5)
+        gumbel_noise_scale: float = 0.05  # scale s of the Gumbel noise g (official code log_log_scale 1e-5)
         d_input_norm: bool = (
             True  # L2-normalise real and fake rows before D (official code; Eq. 4 leaves it open)
         )
         mask_observed: bool = False  # zero the user's observed items in the relation rows fed to D (code)
         gp_weight: float = 1.0  # λ1 of Eq. 7 (paper Sec. 4.4: best 1)
-        d_columns: int = 512  # item columns fed to D per step (same subset for real/fake); 0 = all |I|
+        d_columns: int = 0  # item columns D sees: 0 = all |I| if D fits the memory budget (else 512 sampled)
+        d_rows: int = 32  # batch users whose rows D sees per step (0 = every user of the batch)
+        d_norm: str = "none"  # D's normalisation: none | joint_batch | separate_batch (code) | layer
         d_steps: int = 1  # discriminator updates per generator update (Algorithm 1)
         d_leaky_slope: float = 0.2  # LeakyReLU slope in D (official code 1.0, which makes D linear)
         d_dropouts: tuple[float, float] = (0.31, 0.5)  # dropout of D's two blocks (code G_drop1, G_drop2)
@@ -125,7 +142,7 @@ class MMSSL(Model):
         d_betas: tuple[float, float] = (0.5, 0.9)  # Adam betas of D (official code)
         lr: float | None = 5e-4  # AdamW learning rate of the main model (paper range); None = train.lr
         weight_decay: float = 0.014  # λ4 of Eq. 13 as AdamW decoupled decay (paper range 1.2e-2..1.6e-2)
-        param_l2: float = 0.014  # λ4 of Eq. 13 as a loss term λ4·||E||² over the whole ID tables (0 = off)
+        param_l2: float = 0.0  # λ4 of Eq. 13 as a loss term λ4·||E||² over the whole ID tables (0 = off)
         reg_weight: float = 1e-5  # L2 on the batch's final embeddings, divided by batch size (code decay)
         gae_weight: float = 0.01  # weight of the reconstruction loss of the r/p-GAE ablation
         variant: str = "full"  # ablation: full | wo_asl | wo_cl | wo_gt | rp_gae (paper Table 3)
@@ -141,6 +158,9 @@ class MMSSL(Model):
     iu_row_t: torch.Tensor
     ui_gnn: torch.Tensor
     iu_gnn: torch.Tensor
+    probe_users: torch.Tensor
+    probe_pos: torch.Tensor
+    probe_neg: torch.Tensor
 
     def __init__(self, data: Dataset, cfg: Config) -> None:
         super().__init__(data, cfg)
@@ -175,15 +195,27 @@ class MMSSL(Model):
             self.register_buffer("ui_gnn", ui_sym, persistent=False)
             self.register_buffer("iu_gnn", iu_sym, persistent=False)
         self.uses_d = cfg.variant in ("full", "wo_cl", "wo_gt")
-        n_cols = data.n_items if cfg.d_columns <= 0 else min(cfg.d_columns, data.n_items)
-        self.n_cols = n_cols
-        if cfg.variant in ("full", "wo_cl", "wo_gt"):
-            check_discriminator_fits(n_cols)
-        self.discriminator = (
-            Discriminator(n_cols, tuple(cfg.d_dropouts), cfg.d_leaky_slope, cfg.d_output_scale)  # type: ignore[arg-type]
-            if self.uses_d
-            else None
-        )
+        self.n_cols = discriminator_columns(cfg.d_columns, data.n_items) if self.uses_d else data.n_items
+        self.discriminator: Discriminator | None = None
+        if self.uses_d:
+            # D's initial weights come from a forked stream, so variants with and without D start the rest of
+            # the model from the same global random state (paired ablations).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch.initial_seed() + 7)
+                self.discriminator = Discriminator(
+                    self.n_cols,
+                    tuple(cfg.d_dropouts),  # type: ignore[arg-type]
+                    cfg.d_leaky_slope,
+                    cfg.d_output_scale,
+                    norm=cfg.d_norm,
+                )
+        # D, the Gumbel noise, the column/row subsets and the GP interpolation draw from their own stream,
+        # reseeded at every epoch start from the epoch's global seed: two variants with the same seed then see
+        # the same BPR batches, initial weights and feature-dropout masks (paired ablations, exact resume).
+        self._rng_seed = torch.initial_seed() + 11
+        self._rng: torch.Generator | None = None
+        self._w_sum, self._w_count = 0.0, 0
+        self._register_probe(data, train)
         max_deg = int(np.diff(train.indptr).max()) if data.n_users else 0
         room = data.n_items - (max_deg if cfg.view_exclude_observed else 0)
         self.view_k = max(1, min(cfg.view_topk, room))
@@ -194,7 +226,7 @@ class MMSSL(Model):
         self._steps = 0
         self._graphs: list[tuple[torch.Tensor, ...]] = []
         self._graph_key: tuple[object, ...] | None = None
-        self._cols: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
+        self._step_draw: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
         self.rebuild_views()
 
     @staticmethod
@@ -209,6 +241,12 @@ class MMSSL(Model):
             raise ConfigError(f"mmssl view_topk must be >= 1, got {cfg.view_topk}")
         if cfg.d_steps < 0:
             raise ConfigError(f"mmssl d_steps must be >= 0, got {cfg.d_steps}")
+        if cfg.d_norm not in D_NORMS:
+            raise ConfigError(f"mmssl d_norm must be one of {', '.join(D_NORMS)}, not {cfg.d_norm!r}")
+        if cfg.aug_form not in ("normalized", "literal"):
+            raise ConfigError(f"mmssl aug_form must be 'normalized' or 'literal', not {cfg.aug_form!r}")
+        if cfg.d_rows < 0 or cfg.d_columns < 0:
+            raise ConfigError("mmssl d_rows and d_columns must be >= 0 (0 = all)")
 
     # ---- representations ----------------------------------------------------------------------------------
     def modality_features(self, dropout: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -312,22 +350,46 @@ class MMSSL(Model):
             )
 
     def on_epoch_start(self, epoch: int) -> None:
+        # The trainer seeds the global stream per epoch before this hook: derive the adversarial stream from it.
+        self._rng_seed = torch.initial_seed() + 11
+        self._rng = None
+        self._w_sum, self._w_count = 0.0, 0
         if self.cfg.rebuild_every <= 0 and epoch > 0:
             self.rebuild_views()
 
     # ---- adversarial part (Eqs. 3-7) -----------------------------------------------------------------------
-    def sample_columns(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _generator(self) -> torch.Generator:
+        """The adversarial part's own random stream, on the model's device."""
+        dev = self.item_emb.device
+        if self._rng is None or self._rng.device != dev:
+            self._rng = torch.Generator(device=dev)
+            self._rng.manual_seed(self._rng_seed)
+        return self._rng
+
+    def sample_columns(
+        self, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """A random subset S of item columns ([c] sorted indices) and its position map ([I], -1 if absent).
 
-        Returns (None, None) when D sees every item.
+        Returns (None, None) when D sees every item (the default wherever D fits the memory budget).
         """
         if self.n_cols >= self.n_items:
             return None, None
         dev = self.item_emb.device
-        cols = torch.randperm(self.n_items, device=dev)[: self.n_cols].sort().values
+        gen = generator if generator is not None else self._generator()
+        cols = torch.randperm(self.n_items, device=dev, generator=gen)[: self.n_cols].sort().values
         pos = torch.full((self.n_items,), -1, dtype=torch.long, device=dev)
         pos[cols] = torch.arange(self.n_cols, device=dev)
         return cols, pos
+
+    def d_users(self, users: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The ``d_rows`` batch users whose relation rows D sees this step ([R] indices; all when R >= B)."""
+        rows = self.cfg.d_rows
+        if rows <= 0 or rows >= len(users):
+            return users
+        gen = generator if generator is not None else self._generator()
+        pick = torch.randperm(len(users), device=users.device, generator=gen)[:rows]
+        return users[pick]
 
     def _cosine_rows(self, u: torch.Tensor, items: torch.Tensor, cols: torch.Tensor | None) -> torch.Tensor:
         """cos(u_b, x_i) for i in S: [B, c]."""
@@ -335,32 +397,74 @@ class MMSSL(Model):
         return F.normalize(u, dim=1) @ F.normalize(it, dim=1).T
 
     def fake_rows(
-        self, emb: Embeddings, users: torch.Tensor, cols: torch.Tensor | None, mask: torch.Tensor
+        self, emb: Embeddings, users: torch.Tensor, cols: torch.Tensor | None, mask: torch.Tensor | None
     ) -> torch.Tensor:
         """Generated relation rows Â^m[u, S] (Eq. 3) for every modality, stacked: [M·B, c]."""
         assert emb.extras is not None
         rows = []
         for fu, fi in zip(emb.extras["f_users"], emb.extras["f_items"], strict=True):
             r = self._cosine_rows(fu[users], fi, cols)
-            if self.cfg.mask_observed:
+            if self.cfg.mask_observed and mask is not None:
                 r = r * (1 - mask)
             rows.append(F.normalize(r, dim=1) if self.cfg.d_input_norm else r)
         return torch.cat(rows)
 
-    def real_rows(
-        self, emb: Embeddings, users: torch.Tensor, cols: torch.Tensor | None, a: torch.Tensor
-    ) -> torch.Tensor:
-        """Ã[u, S] = GumbelSoftmax(A[u, S]) + ζ cos(h_u, h_S) (Eq. 5): [B, c]. w/o-GT uses A itself."""
+    def real_parts(
+        self,
+        emb: Embeddings,
+        users: torch.Tensor,
+        cols: torch.Tensor | None,
+        a: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two terms of Eq. 5 before they are added: GumbelSoftmax(A[u, S]) and ζ·cos(h_u, h_S), each [B, c].
+
+        w/o-GT uses A itself as the first term. With ``aug_form="normalized"`` (official code) the cosine row is
+        L2-normalised before the ζ weight, so ζ sets the second term's row norm and the first term keeps a
+        share of the row; ``"literal"`` is Eq. 5 as printed (at ζ = 100 the first term is then ~0.1% of the row).
+        """
         cfg = self.cfg
         if cfg.variant == "wo_gt":
             base = a
         else:
-            base = gumbel_transform(a, cfg.gumbel_tau, cfg.gumbel_noise_scale, cfg.gumbel_form)
+            base = gumbel_transform(
+                a, cfg.gumbel_tau, cfg.gumbel_noise_scale, cfg.gumbel_form, generator=generator
+            )
         aug = self._cosine_rows(emb.users[users].detach(), emb.items.detach(), cols)
         if cfg.mask_observed:
             aug = aug * (1 - a)
-        r = base + cfg.zeta * aug
-        return F.normalize(r, dim=1) if cfg.d_input_norm else r
+        if cfg.aug_form == "normalized":
+            aug = F.normalize(aug, dim=1)
+        return base, cfg.zeta * aug
+
+    def real_rows(
+        self,
+        emb: Embeddings,
+        users: torch.Tensor,
+        cols: torch.Tensor | None,
+        a: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Ã[u, S] = GumbelSoftmax(A[u, S]) + ζ cos(h_u, h_S) (Eq. 5), row-normalised for D: [B, c]."""
+        base, aug = self.real_parts(emb, users, cols, a, generator)
+        r = base + aug
+        return F.normalize(r, dim=1) if self.cfg.d_input_norm else r
+
+    def critic(
+        self, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's scores of real [R, c] and fake [M·R, c] rows: ([R], [M·R]).
+
+        With ``d_norm="joint_batch"`` both go through one call, so BatchNorm normalises them with shared
+        statistics and the critic can tell the two apart; ``"separate_batch"`` reproduces the official code's
+        two calls (each batch centred on its own, which removes most of the difference between them).
+        """
+        assert self.discriminator is not None
+        d = self.discriminator
+        if self.cfg.d_norm == "separate_batch":
+            return d(real, generator), d(fake, generator)
+        out = d(torch.cat([real, fake]), generator)
+        return out[: len(real)], out[len(real) :]
 
     def discriminator_step(
         self,
@@ -370,27 +474,60 @@ class MMSSL(Model):
         cols: torch.Tensor | None,
         pos: torch.Tensor | None,
         grad_clip: float | None = None,
+        users: torch.Tensor | None = None,
     ) -> float:
         """One update of D on L_D (Eq. 7) with every generator tensor detached (D's gradient norm clipped to
-        ``grad_clip`` when given, like the main step). Returns L_D."""
+        ``grad_clip`` when given, like the main step). ``users`` are the rows D sees (default: the batch's).
+        Returns L_D."""
         assert self.discriminator is not None
-        users = batch.users
+        users = batch.users if users is None else users
+        gen = self._generator()
         a = interaction_block(self.indptr, self.indices, users, pos, self.n_cols)
         with torch.no_grad():
-            real = self.real_rows(emb, users, cols, a)
-            fake = self.fake_rows(emb, users, cols, a).detach()
-        d = self.discriminator
-        loss_d = -d(real).mean() + d(fake).mean()
+            real = self.real_rows(emb, users, cols, a, gen)
+            fake = self.fake_rows(emb, users, cols, a)
+        d_real, d_fake = self.critic(real, fake, gen)
+        gap = d_real.mean() - d_fake.mean()
+        loss_d = -gap
         if self.cfg.gp_weight:
             loss_d = loss_d + self.cfg.gp_weight * gradient_penalty(
-                d, real.repeat(self.n_modalities, 1), fake
+                lambda x: self.discriminator(x, gen),  # type: ignore[misc]
+                real.repeat(self.n_modalities, 1),
+                fake,
+                generator=gen,
             )
         opt.zero_grad(set_to_none=True)
         loss_d.backward()
         if grad_clip:
             nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], grad_clip)
         opt.step()
+        self._w_sum += float(gap.detach())
+        self._w_count += 1
         return float(loss_d.detach())
+
+    def generator_adversarial_loss(
+        self,
+        emb: Embeddings,
+        users: torch.Tensor,
+        cols: torch.Tensor | None,
+        pos: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """L_G = -E D(Â^m) (Eq. 6) over the rows of ``users`` [R], D frozen; a scalar with a graph to f^m."""
+        assert self.discriminator is not None
+        a = interaction_block(self.indptr, self.indices, users, pos, self.n_cols)
+        fake = self.fake_rows(emb, users, cols, a)
+        self.discriminator.requires_grad_(False)
+        try:
+            if self.cfg.d_norm == "joint_batch":
+                with torch.no_grad():
+                    real = self.real_rows(emb, users, cols, a, generator)
+                _, d_fake = self.critic(real, fake, generator)
+            else:
+                d_fake = self.discriminator(fake, generator)
+        finally:
+            self.discriminator.requires_grad_(True)
+        return -d_fake.mean()
 
     # ---- objective (Eqs. 11-14) ----------------------------------------------------------------------------
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
@@ -407,29 +544,15 @@ class MMSSL(Model):
             # Eq. 13's last term as a coupled penalty on every row of the ID tables, not only the batch's.
             terms["l2"] = cfg.param_l2 * (self.user_emb.pow(2).sum() + self.item_emb.pow(2).sum())
         if cfg.variant != "wo_cl" and cfg.cl_weight:
-            uniq = torch.unique(users)
-            cl: torch.Tensor = sum(  # type: ignore[assignment]
-                info_nce(e[uniq], emb.users[uniq], cfg.cl_temperature, cfg.cl_chunk)
-                for e in emb.extras["e_users"]
-            )
-            if cfg.cl_items:
-                uniq_i = torch.unique(pos_i)
-                cl = cl + sum(
-                    info_nce(e[uniq_i], emb.items[uniq_i], cfg.cl_temperature, cfg.cl_chunk)
-                    for e in emb.extras["e_items"]
-                )
-            terms["cl"] = cfg.cl_weight * torch.as_tensor(cl)
+            terms["cl"] = cfg.cl_weight * self.contrastive_loss(emb, users, pos_i)
         if self.discriminator is not None and cfg.adv_weight:
-            cols, pos = self._cols if self._cols is not None else self.sample_columns()
-            a = (
-                interaction_block(self.indptr, self.indices, users, pos, self.n_cols)
-                if cfg.mask_observed
-                else None
-            )
-            fake = self.fake_rows(emb, users, cols, a if a is not None else torch.zeros(()))
-            self.discriminator.requires_grad_(False)
-            terms["adv_g"] = -cfg.adv_weight * self.discriminator(fake).mean()
-            self.discriminator.requires_grad_(True)
+            gen = self._generator()
+            if self._step_draw is not None:
+                d_users, cols, pos = self._step_draw
+            else:
+                cols, pos = self.sample_columns(gen)
+                d_users = self.d_users(users, gen)
+            terms["adv_g"] = cfg.adv_weight * self.generator_adversarial_loss(emb, d_users, cols, pos, gen)
         if cfg.variant == "rp_gae":
             # Graph auto-encoder: reconstruct observed vs unobserved pairs from each modality's relation.
             gae = sum(
@@ -438,6 +561,23 @@ class MMSSL(Model):
             )
             terms["gae"] = cfg.gae_weight * torch.as_tensor(gae)
         return terms
+
+    def contrastive_loss(self, emb: Embeddings, users: torch.Tensor, pos_i: torch.Tensor) -> torch.Tensor:
+        """Eq. 11: InfoNCE between each modality view e_u^m and h_u over the batch's users (and items)."""
+        cfg = self.cfg
+        assert emb.extras is not None
+        uniq = torch.unique(users)
+        cl: torch.Tensor = sum(  # type: ignore[assignment]
+            info_nce(e[uniq], emb.users[uniq], cfg.cl_temperature, cfg.cl_chunk)
+            for e in emb.extras["e_users"]
+        )
+        if cfg.cl_items:
+            uniq_i = torch.unique(pos_i)
+            cl = cl + sum(
+                info_nce(e[uniq_i], emb.items[uniq_i], cfg.cl_temperature, cfg.cl_chunk)
+                for e in emb.extras["e_items"]
+            )
+        return torch.as_tensor(cl)
 
     def configure_optimizers(self, train: TrainSettings) -> list[Adam]:
         """[AdamW over the main model, Adam(betas 0.5, 0.9) over D] (paper Sec. 4.1.4)."""
@@ -455,20 +595,28 @@ class MMSSL(Model):
         """Algorithm 1 for one batch: ``d_steps`` updates of D, then one update of the main model.
 
         The generator's forward pass is shared: D's inputs are detached views of it (D's update does not
-        change the generator's parameters, so recomputing them would give the same values).
+        change the generator's parameters, so recomputing them would give the same values). D and L_G see
+        the same ``d_rows`` users and item columns in one step.
         """
         self._steps += 1
         if self.cfg.rebuild_every > 0 and self._steps % self.cfg.rebuild_every == 0:
             self.rebuild_views()
         emb = self.forward()
         out: dict[str, float] = {}
-        cols, pos = self.sample_columns()
-        self._cols = (cols, pos)
-        if self.discriminator is not None and len(optimizers) > 1:
-            for _ in range(self.cfg.d_steps):
-                out["adv_d"] = self.discriminator_step(batch, emb, optimizers[1], cols, pos, grad_clip)
-        terms = self.loss(batch, emb)
-        self._cols = None
+        if self.discriminator is not None:
+            gen = self._generator()
+            cols, pos = self.sample_columns(gen)
+            d_users = self.d_users(batch.users, gen)
+            self._step_draw = (d_users, cols, pos)
+            if len(optimizers) > 1:
+                for _ in range(self.cfg.d_steps):
+                    out["adv_d"] = self.discriminator_step(
+                        batch, emb, optimizers[1], cols, pos, grad_clip, users=d_users
+                    )
+        try:
+            terms = self.loss(batch, emb)
+        finally:
+            self._step_draw = None
         total = torch.stack(list(terms.values())).sum()
         main = optimizers[0]
         main.zero_grad(set_to_none=True)
@@ -479,18 +627,116 @@ class MMSSL(Model):
         out.update({k: float(v.detach()) for k, v in terms.items()})
         return out
 
+    # ---- proof that each component acts --------------------------------------------------------------------
+    def _register_probe(self, data: Dataset, train: sp.csr_matrix) -> None:
+        """A fixed probe batch for :meth:`epoch_diagnostics`: up to 256 users with one positive and one negative.
 
-def check_discriminator_fits(n_cols: int) -> None:
-    """Fail before allocating when D over ``n_cols`` inputs cannot fit $MODALREC_MEMORY_BUDGET.
+        Drawn from a local generator with a constant seed, so the global random stream is untouched.
+        """
+        rng = np.random.default_rng(20230430)
+        active = np.flatnonzero(np.diff(train.indptr) > 0)
+        users = (
+            np.sort(rng.choice(active, size=min(256, len(active)), replace=False)) if len(active) else active
+        )
+        starts, degs = train.indptr[users], np.diff(train.indptr)[users]
+        pos = train.indices[starts + (rng.random(len(users)) * degs).astype(np.int64)]
+        neg = rng.integers(0, data.n_items, size=len(users))
+        for name, arr in (("probe_users", users), ("probe_pos", pos), ("probe_neg", neg)):
+            self.register_buffer(name, torch.from_numpy(np.asarray(arr, dtype=np.int64)), persistent=False)
+
+    def epoch_diagnostics(self) -> dict[str, float]:
+        """Whether the adversarial part acts, measured on the fixed probe batch (see docs/mmssl.md).
+
+        * ``critic_gap``: E D(real) - E D(fake) with D in eval mode (> 0: the critic separates them).
+        * ``w_estimate``: the mean of the same gap over this epoch's D steps (the critic's Wasserstein estimate).
+        * ``grad_ratio``: ||∇ λ3·L_G|| / ||∇ L_BPR|| over the modality transforms' parameters.
+        * ``gumbel_share``: mean over rows of ||first term|| / (||first term|| + ||ζ term||) of Eq. 5.
+        * ``view_new_share``: share of the Eq. 8 edges (u, i) that are not training interactions.
+        """
+        out = {"view_new_share": self._view_new_share()}
+        if self.discriminator is None:
+            return out
+        was_training = self.training
+        self.eval()
+        gen = torch.Generator(device=self.item_emb.device)
+        gen.manual_seed(1234)  # the same draws every epoch, so the figures are comparable across epochs
+        try:
+            emb = self.forward()
+            users = self.probe_users
+            cols, pos = self.sample_columns(gen)
+            a = interaction_block(self.indptr, self.indices, users, pos, self.n_cols)
+            with torch.no_grad():
+                base, aug = self.real_parts(emb, users, cols, a, gen)
+                real = F.normalize(base + aug, dim=1) if self.cfg.d_input_norm else base + aug
+                fake = self.fake_rows(emb, users, cols, a)
+                d_real, d_fake = self.critic(real, fake, gen)
+            out["critic_gap"] = float(d_real.mean() - d_fake.mean())
+            share = base.norm(dim=1) / (base.norm(dim=1) + aug.norm(dim=1)).clamp_min(1e-12)
+            out["gumbel_share"] = float(share.mean())
+            out["grad_ratio"] = self._grad_ratio(emb, users, cols, pos, gen)
+        finally:
+            self.train(was_training)
+        out["w_estimate"] = self._w_sum / self._w_count if self._w_count else float("nan")
+        return out
+
+    def _grad_ratio(
+        self,
+        emb: Embeddings,
+        users: torch.Tensor,
+        cols: torch.Tensor | None,
+        pos: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> float:
+        params = [p for p in self.transforms.parameters() if p.requires_grad]
+        u = emb.users[users]
+        bpr = bpr_loss((u * emb.items[self.probe_pos]).sum(1), (u * emb.items[self.probe_neg]).sum(1))
+        adv = self.cfg.adv_weight * self.generator_adversarial_loss(emb, users, cols, pos, gen)
+        g_bpr = torch.autograd.grad(bpr, params, retain_graph=True, allow_unused=True)
+        g_adv = torch.autograd.grad(adv, params, allow_unused=True)
+
+        def norm(gs: tuple[torch.Tensor | None, ...]) -> float:
+            return float(torch.sqrt(sum((g.pow(2).sum() for g in gs if g is not None), torch.tensor(0.0))))
+
+        return norm(g_adv) / max(norm(g_bpr), 1e-12)
+
+    @torch.no_grad()
+    def _view_new_share(self) -> float:
+        """Share of the Eq. 8 edges that link a user to an item outside their training interactions."""
+        n_u, n_i = self.n_users, self.n_items
+        if self.view_items.numel() == 0:
+            return float("nan")
+        deg = self.indptr[1:] - self.indptr[:-1]
+        train_keys = torch.repeat_interleave(torch.arange(n_u, device=deg.device), deg) * n_i + self.indices
+        rows = torch.arange(n_u, device=deg.device).view(1, n_u, 1)
+        keys = (rows * n_i + self.view_items).reshape(-1)
+        return 1.0 - float(torch.isin(keys, train_keys).float().mean())
+
+
+def discriminator_columns(d_columns: int, n_items: int) -> int:
+    """How many item columns D sees: ``d_columns`` when > 0, else every item if a full-width D fits.
 
     D has about 0.28·c² weights (c -> c/4 -> c/8 -> 1); with its gradient and two Adam moments that is
-    16 bytes per weight (docs/mmssl.md). A full-width D on a 100k-item catalogue would need ~45 GB.
+    16 bytes per weight (docs/mmssl.md): 0.2 GB at |I| = 6,710, 45 GB at |I| = 100k. A full-width D that does
+    not fit $MODALREC_MEMORY_BUDGET falls back to 512 sampled columns per step, with a warning; an explicit
+    ``d_columns`` that does not fit is an error.
     """
-    needed = int(0.28 * n_cols * n_cols * 16)
+    wanted = n_items if d_columns <= 0 else min(d_columns, n_items)
+    needed = int(0.28 * wanted * wanted * 16)
     budget = memory_budget()
-    if needed > budget:
-        raise ModalrecError(
-            f"MMSSL's discriminator over {n_cols} item columns needs about {needed / 2**20:.0f} MiB (weights, "
-            f"gradient, Adam state) but the memory budget is {budget / 2**20:.0f} MiB; lower model.d_columns "
-            f"(e.g. 512) or raise {MEMORY_ENV}"
+    if needed <= budget:
+        return wanted
+    if d_columns <= 0:
+        fallback = min(512, n_items)
+        warnings.warn(
+            f"MMSSL: a discriminator over all {n_items} items needs about {needed / 2**20:.0f} MiB but the "
+            f"memory budget is {budget / 2**20:.0f} MiB; D sees {fallback} sampled item columns per step "
+            f"instead (set model.d_columns, or raise {MEMORY_ENV})",
+            RuntimeWarning,
+            stacklevel=3,
         )
+        return fallback
+    raise ModalrecError(
+        f"MMSSL's discriminator over {wanted} item columns needs about {needed / 2**20:.0f} MiB (weights, "
+        f"gradient, Adam state) but the memory budget is {budget / 2**20:.0f} MiB; lower model.d_columns "
+        f"(e.g. 512) or raise {MEMORY_ENV}"
+    )

@@ -3,7 +3,8 @@
 Kept apart from ``mmssl.py`` so each piece can be tested on tiny inputs:
 
 * :func:`gumbel_transform` - the Gumbel-based transformation of observed interaction rows (Eq. 5, first term).
-* :class:`Discriminator` - D of Eq. 4: two Linear-LeakyReLU-BatchNorm-Dropout blocks and a sigmoid output.
+* :class:`Discriminator` - D of Eq. 4: two Linear-LeakyReLU-Norm-Dropout blocks and a sigmoid output, whose
+  random draws (dropout) come from a caller's ``torch.Generator`` so they never touch the global stream.
 * :class:`ModalityAttention` - the modality-wise dependency encoder (Eq. 9): multi-head self-attention across
   modalities with separate query, key and value projections.
 * :func:`topk_relations` - the neighbour rule that turns the generated relations Â^m (Eq. 3) into the
@@ -24,7 +25,12 @@ from modalrec.graph import fit_chunk
 
 
 def gumbel_transform(
-    a: torch.Tensor, tau: float, noise_scale: float = 1.0, form: str = "paper", eps: float = 1e-10
+    a: torch.Tensor,
+    tau: float,
+    noise_scale: float = 1.0,
+    form: str = "paper",
+    eps: float = 1e-10,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Gumbel-softmax projection of binary interaction rows onto dense row distributions (Eq. 5, 1st term).
 
@@ -34,11 +40,12 @@ def gumbel_transform(
         noise_scale: multiplier s of the Gumbel(0, 1) noise g (official code: 1e-5; paper: 1).
         form: ``"paper"`` computes softmax((A + s·g) / τ) as printed in Eq. 5; ``"code"`` is the official
             code's current operator precedence, softmax(A + s·g / τ), where τ divides only the noise.
+        generator: source of the uniform draws (None: the global stream).
 
     Returns:
         [B, n] rows that each sum to one.
     """
-    u = torch.rand_like(a)
+    u = torch.rand(a.shape, generator=generator, device=a.device, dtype=a.dtype)
     g = -torch.log(-torch.log(u + eps) + eps)
     if form == "paper":
         logits = (a + noise_scale * g) / tau
@@ -49,8 +56,29 @@ def gumbel_transform(
     return torch.softmax(logits, dim=1)
 
 
+D_NORMS = ("joint_batch", "separate_batch", "layer", "none")
+
+
+def dropout_with(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout whose mask is drawn from ``generator`` (None: the global stream): [R, h] -> [R, h]."""
+    if p <= 0.0:
+        return x
+    keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) >= p
+    return x * keep / (1.0 - p)
+
+
 class Discriminator(nn.Module):
-    """D(a) = δ(Γ²(a)), Γ(a) = Drop(BN(LeakyReLU(Linear(a)))) (Eq. 4), widths n -> n/4 -> n/8 -> 1.
+    """D(a) = δ(Γ²(a)), Γ(a) = Drop(Norm(LeakyReLU(Linear(a)))) (Eq. 4), widths n -> n/4 -> n/8 -> 1.
+
+    Eq. 4 normalises with BatchNorm. A BatchNorm call on a batch of only real (or only fake) rows removes that
+    batch's mean from every hidden unit, so the mean output of either batch is nearly the final bias whatever the
+    rows are: the critic cannot rank the two batches. ``norm`` chooses:
+
+    * ``"joint_batch"`` (and ``"separate_batch"``): BatchNorm, Eq. 4 as printed. The caller decides whether
+      real and fake rows go through one call (one set of batch statistics: the critic can separate them) or
+      through two calls (the official code's form, kept to reproduce it); see ``MMSSL.Config.d_norm``.
+    * ``"layer"``: LayerNorm per row, the usual WGAN-GP practice (the gradient penalty is per sample).
+    * ``"none"``: no normalisation.
 
     Args:
         n_inputs: width of an input row (|I|, or the number of sampled item columns).
@@ -58,6 +86,7 @@ class Discriminator(nn.Module):
         slope: LeakyReLU negative slope. The official code passes ``True`` as the slope, i.e. 1.0, which makes
             the activation the identity and D a linear map followed by BatchNorm; pass 1.0 to reproduce that.
         output_scale: multiplier of the sigmoid output (paper: 1; official code: 100).
+        norm: one of :data:`D_NORMS`.
     """
 
     def __init__(
@@ -66,29 +95,41 @@ class Discriminator(nn.Module):
         dropouts: tuple[float, float] = (0.31, 0.5),
         slope: float = 0.2,
         output_scale: float = 1.0,
+        norm: str = "joint_batch",
     ) -> None:
         super().__init__()
+        if norm not in D_NORMS:
+            raise ValueError(f"discriminator norm must be one of {', '.join(D_NORMS)}, not {norm!r}")
         h1, h2 = max(1, n_inputs // 4), max(1, n_inputs // 8)
-        self.net = nn.Sequential(
-            nn.Linear(n_inputs, h1),
-            nn.LeakyReLU(slope),
-            nn.BatchNorm1d(h1),
-            nn.Dropout(dropouts[0]),
-            nn.Linear(h1, h2),
-            nn.LeakyReLU(slope),
-            nn.BatchNorm1d(h2),
-            nn.Dropout(dropouts[1]),
-            nn.Linear(h2, 1),
-        )
+        self.linears = nn.ModuleList([nn.Linear(n_inputs, h1), nn.Linear(h1, h2), nn.Linear(h2, 1)])
+        self.acts = nn.ModuleList([nn.LeakyReLU(slope), nn.LeakyReLU(slope)])
+        self.norms = nn.ModuleList(_norm_layer(norm, h) for h in (h1, h2))
+        self.dropouts = tuple(float(p) for p in dropouts)
         self.output_scale = output_scale
-        for mod in self.net:
-            if isinstance(mod, nn.Linear):
-                nn.init.kaiming_normal_(mod.weight)
-                nn.init.zeros_(mod.bias)
+        for lin in self.linears:
+            nn.init.kaiming_normal_(lin.weight)  # type: ignore[arg-type]
+            nn.init.zeros_(lin.bias)  # type: ignore[arg-type]
 
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        """Scores in (0, output_scale) of each row: [R, n] -> [R]."""
-        return self.output_scale * torch.sigmoid(self.net(rows)).squeeze(1)
+    def logits(self, rows: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Γ²(a) before the sigmoid: [R, n] -> [R]. Dropout masks come from ``generator``."""
+        x = rows
+        for lin, act, norm, p in zip(self.linears, self.acts, self.norms, self.dropouts, strict=False):
+            x = norm(act(lin(x)))
+            if self.training:
+                x = dropout_with(x, p, generator)
+        return self.linears[-1](x).squeeze(1)
+
+    def forward(self, rows: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Scores in (0, output_scale) of each row: [R, n] -> [R]. Dropout masks come from ``generator``."""
+        return self.output_scale * torch.sigmoid(self.logits(rows, generator))
+
+
+def _norm_layer(norm: str, width: int) -> nn.Module:
+    if norm in ("joint_batch", "separate_batch"):
+        return nn.BatchNorm1d(width)
+    if norm == "layer":
+        return nn.LayerNorm(width)
+    return nn.Identity()
 
 
 class ModalityAttention(nn.Module):
