@@ -132,6 +132,7 @@ class MMSSL(Model):
         mask_observed: bool = False  # zero the user's observed items in the relation rows fed to D (code)
         gp_weight: float = 1.0  # λ1 of Eq. 7 (paper Sec. 4.4: best 1)
         d_columns: int = 0  # item columns D sees: 0 = all |I| if D fits the memory budget (else 512 sampled)
+        d_hidden: int = 512  # cap on D's first hidden width (code: |I|/4, i.e. 0 = no cap); second is half
         d_rows: int = 32  # batch users whose rows D sees per step (0 = every user of the batch)
         d_norm: str = "none"  # D's normalisation: none | joint_batch | separate_batch (code) | layer
         d_steps: int = 1  # discriminator updates per generator update (Algorithm 1)
@@ -195,7 +196,9 @@ class MMSSL(Model):
             self.register_buffer("ui_gnn", ui_sym, persistent=False)
             self.register_buffer("iu_gnn", iu_sym, persistent=False)
         self.uses_d = cfg.variant in ("full", "wo_cl", "wo_gt")
-        self.n_cols = discriminator_columns(cfg.d_columns, data.n_items) if self.uses_d else data.n_items
+        self.n_cols = (
+            discriminator_columns(cfg.d_columns, data.n_items, cfg.d_hidden) if self.uses_d else data.n_items
+        )
         self.discriminator: Discriminator | None = None
         if self.uses_d:
             # D's initial weights come from a forked stream, so variants with and without D start the rest of
@@ -208,6 +211,7 @@ class MMSSL(Model):
                     cfg.d_leaky_slope,
                     cfg.d_output_scale,
                     norm=cfg.d_norm,
+                    hidden=cfg.d_hidden,
                 )
         # D, the Gumbel noise, the column/row subsets and the GP interpolation draw from their own stream,
         # reseeded at every epoch start from the epoch's global seed: two variants with the same seed then see
@@ -712,16 +716,24 @@ class MMSSL(Model):
         return 1.0 - float(torch.isin(keys, train_keys).float().mean())
 
 
-def discriminator_columns(d_columns: int, n_items: int) -> int:
+def discriminator_weights(n_cols: int, hidden: int) -> int:
+    """How many weights D has over ``n_cols`` inputs: n·h + h·h/2 + h/2 (+ biases), h = min(n/4, hidden)."""
+    h1 = max(1, n_cols // 4 if hidden <= 0 else min(hidden, n_cols // 4))
+    h2 = max(1, h1 // 2)
+    return n_cols * h1 + h1 * h2 + h2 + h1 + h2 + 1
+
+
+def discriminator_columns(d_columns: int, n_items: int, hidden: int = 0) -> int:
     """How many item columns D sees: ``d_columns`` when > 0, else every item if a full-width D fits.
 
-    D has about 0.28·c² weights (c -> c/4 -> c/8 -> 1); with its gradient and two Adam moments that is
-    16 bytes per weight (docs/mmssl.md): 0.2 GB at |I| = 6,710, 45 GB at |I| = 100k. A full-width D that does
-    not fit $MODALREC_MEMORY_BUDGET falls back to 512 sampled columns per step, with a warning; an explicit
-    ``d_columns`` that does not fit is an error.
+    With its gradient and two Adam moments D takes 16 bytes per weight (docs/mmssl.md). Uncapped (the official
+    code's n -> n/4 -> n/8 widths, ≈ 0.28·n² weights) that is 0.2 GB at |I| = 6,710 and 45 GB at |I| = 100k;
+    with the default first hidden width 512 it is ≈ 8 KB per item (0.05 GB at 6,710 items, 0.8 GB at 100k). A
+    full-width D that does not fit $MODALREC_MEMORY_BUDGET falls back to 512 sampled columns per step, with a
+    warning; an explicit ``d_columns`` that does not fit is an error.
     """
     wanted = n_items if d_columns <= 0 else min(d_columns, n_items)
-    needed = int(0.28 * wanted * wanted * 16)
+    needed = discriminator_weights(wanted, hidden) * 16
     budget = memory_budget()
     if needed <= budget:
         return wanted

@@ -68,7 +68,10 @@ def dropout_with(x: torch.Tensor, p: float, generator: torch.Generator | None) -
 
 
 class Discriminator(nn.Module):
-    """D(a) = δ(Γ²(a)), Γ(a) = Drop(Norm(LeakyReLU(Linear(a)))) (Eq. 4), widths n -> n/4 -> n/8 -> 1.
+    """D(a) = δ(Γ²(a)), Γ(a) = Drop(Norm(LeakyReLU(Linear(a)))) (Eq. 4), widths n -> h -> h/2 -> 1.
+
+    The official code uses h = n/4; ``hidden`` caps h (the paper does not fix the widths), which keeps the cost
+    of a full-width row linear in n instead of quadratic.
 
     Eq. 4 normalises with BatchNorm. A BatchNorm call on a batch of only real (or only fake) rows removes that
     batch's mean from every hidden unit, so the mean output of either batch is nearly the final bias whatever the
@@ -87,6 +90,7 @@ class Discriminator(nn.Module):
             the activation the identity and D a linear map followed by BatchNorm; pass 1.0 to reproduce that.
         output_scale: multiplier of the sigmoid output (paper: 1; official code: 100).
         norm: one of :data:`D_NORMS`.
+        hidden: cap on the first hidden width h (0: no cap, h = n/4 as in the official code).
     """
 
     def __init__(
@@ -96,11 +100,13 @@ class Discriminator(nn.Module):
         slope: float = 0.2,
         output_scale: float = 1.0,
         norm: str = "joint_batch",
+        hidden: int = 0,
     ) -> None:
         super().__init__()
         if norm not in D_NORMS:
             raise ValueError(f"discriminator norm must be one of {', '.join(D_NORMS)}, not {norm!r}")
-        h1, h2 = max(1, n_inputs // 4), max(1, n_inputs // 8)
+        h1 = max(1, n_inputs // 4 if hidden <= 0 else min(hidden, n_inputs // 4))
+        h2 = max(1, h1 // 2)
         self.linears = nn.ModuleList([nn.Linear(n_inputs, h1), nn.Linear(h1, h2), nn.Linear(h2, 1)])
         self.acts = nn.ModuleList([nn.LeakyReLU(slope), nn.LeakyReLU(slope)])
         self.norms = nn.ModuleList(_norm_layer(norm, h) for h in (h1, h2))
