@@ -28,14 +28,14 @@ from typing import Any
 import torch
 
 from modalrec.checkpoint import atomic_write_text, load_checkpoint, load_state, save_checkpoint
-from modalrec.config import RunConfig, build_model_config, check_against_data, dump_config
+from modalrec.config import RunConfig, check_against_data, dump_config
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch, BPRSampler
 from modalrec.data.source import dataset_from_config
 from modalrec.ema import ParameterAverage
 from modalrec.errors import ConfigError, ModalrecError
 from modalrec.evaluate import evaluate, group_breakdown
-from modalrec.models import MODELS
+from modalrec.models import build_model
 from modalrec.models.base import Model, TrainSettings
 from modalrec.optim import Adam, LRSchedule
 from modalrec.runtime import set_threads, training_phase, tune_allocator
@@ -70,14 +70,6 @@ def resolve_device(name: str) -> torch.device:
 def epoch_seed(seed: int, epoch: int) -> int:
     """The torch seed of one epoch: a fixed mix of the run seed and the epoch number."""
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**31 - 1)
-
-
-def build_model(cfg: RunConfig, data: Dataset, device: torch.device) -> Model:
-    """Instantiate the configured model on ``data`` with the run seed's initial weights."""
-    model_cls = MODELS[cfg.model_name]
-    model_cfg = build_model_config(model_cls, cfg.model)
-    torch.manual_seed(cfg.seed)
-    return model_cls(data, model_cfg).to(device)
 
 
 def default_run_dir(cfg: RunConfig, data_name: str, root: Path = Path("runs")) -> Path:
