@@ -10,8 +10,8 @@ from __future__ import annotations
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # plain building blocks with no knowledge of recommendation data or models
-    ("foundation", ("errors", "fields", "runtime", "checkpoint", "optim", "metrics", "losses", "ema", "plots",
-                    "layers")),
+    ("foundation", ("errors", "fields", "runtime", "dispatch", "checkpoint", "optim", "metrics", "losses", "ema",
+                    "plots", "layers")),
     # datasets: reading, splitting, sampling, synthetic data, content features
     ("data", ("data", "features")),
     # graph construction and sparse kernels

@@ -6,13 +6,14 @@
 * :mod:`~modalrec.graph.edge_pattern`: products over a fixed pattern with learned edge values (SpMM/SDDMM);
 * :mod:`~modalrec.graph.knn`: chunked top-k item similarity graphs;
 * :mod:`~modalrec.graph.dropout`: dropout on stored sparse entries;
-* :mod:`~modalrec.graph.dispatch`: the choice between the fast CPU kernels and their plain-PyTorch reference.
+* :mod:`modalrec.dispatch` (re-exported here): the choice between fast CPU kernels and their reference.
 
 Every public name is re-exported here, so ``from modalrec.graph import sparse_mm`` works for all of them.
 """
 
 from __future__ import annotations
 
+from modalrec.dispatch import REFERENCE_ENV, reference_kernels, use_fast_path
 from modalrec.graph.adjacency import (
     BipartitePattern,
     bipartite_adjacency,
@@ -25,7 +26,6 @@ from modalrec.graph.adjacency import (
     to_csr,
 )
 from modalrec.graph.batch_rows import BatchRows, batch_local_indices, csr_rows, layer_mean_batch_rows
-from modalrec.graph.dispatch import REFERENCE_ENV, reference_kernels, use_fast_path
 from modalrec.graph.dropout import sparse_dropout
 from modalrec.graph.edge_pattern import EdgePattern
 from modalrec.graph.knn import knn_edges, knn_graph, normalize_edges, sparse_cosine_knn_edges

@@ -12,7 +12,7 @@ A BPR step reads the final embeddings of the batch's users S and items T only (o
 
 The outputs and every gradient equal those of :func:`modalrec.graph.bipartite_layer_mean` followed by row
 selections (tests/test_batch_rows.py); only the summation order differs. That composition is also the reference
-path, taken off the CPU (see :mod:`modalrec.graph.dispatch`).
+path, taken off the CPU (see :mod:`modalrec.dispatch`).
 
 Why this is exact: with Â symmetric, the layer mean M = (1/(K+1)) Σ_k Â^k is self-adjoint, and restricting its
 output to rows S is S·M, whose adjoint M·Sᵀ is the layer mean applied to the zero-padded gradient.
@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from modalrec.data.sampling import Batch
-from modalrec.graph.dispatch import use_fast_path
+from modalrec.dispatch import use_fast_path
 from modalrec.graph.propagation import bipartite_hop, layer_mean_reference, spmm_into
 
 

@@ -14,7 +14,7 @@ dot 1.39 s -> 0.12 s, SpMM 0.55 s -> 0.11 s). Duplicate (row, col) pairs are all
 the product, and each duplicate gets the same dot product.
 
 Both also have a plain-PyTorch reference path (gathers and a scatter, differentiated by autograd), taken off the
-CPU or when forced (:mod:`modalrec.graph.dispatch`).
+CPU or when forced (:mod:`modalrec.dispatch`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from modalrec.graph.dispatch import use_fast_path
+from modalrec.dispatch import use_fast_path
 
 
 def _compress(sorted_rows: torch.Tensor, n_rows: int) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Each custom autograd Function here has a fast CPU path (a precomputed transpose, products written into reused
 buffers, a backward pass that stores no layer outputs) and a plain-PyTorch reference path that autograd
-differentiates by itself. :func:`modalrec.graph.dispatch.use_fast_path` chooses: the fast path on CPU, where it
+differentiates by itself. :func:`modalrec.dispatch.use_fast_path` chooses: the fast path on CPU, where it
 was verified against the reference, the reference path on any other device or when forced.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from modalrec.graph.dispatch import use_fast_path
+from modalrec.dispatch import use_fast_path
 
 
 class _FixedSparseMatmul(torch.autograd.Function):

@@ -1,10 +1,11 @@
-"""Which implementation a custom sparse kernel runs: the verified fast path or the plain-PyTorch reference.
+"""Which implementation a custom kernel runs: the verified fast path or the plain-PyTorch reference.
 
-Every custom autograd Function of :mod:`modalrec.graph` (hand-written backward passes, CSR products written into
-preallocated buffers, int32 CSR indices) has been verified on CPU only. Each one therefore comes with a reference
-path written with ordinary differentiable PyTorch operations (autograd derives its backward pass), and the fast
-path is taken only when every tensor involved lives on the CPU. On any other device the reference path runs, so a
-model moved with ``.to(device)`` never reaches CPU-only code.
+Every custom autograd Function of the package (the sparse kernels of :mod:`modalrec.graph` with their
+hand-written backward passes, CSR products written into preallocated buffers and int32 CSR indices; the InfoNCE
+blocks of :mod:`modalrec.losses` and :mod:`modalrec.models.item_graphs`) has been verified on CPU only. Each one
+therefore comes with a reference path written with ordinary differentiable PyTorch operations (autograd derives
+its backward pass), and the fast path is taken only when every tensor involved lives on the CPU. On any other
+device the reference path runs, so a model moved with ``.to(device)`` never reaches CPU-only code.
 
 The reference path can also be forced on CPU, to compare both paths (values and gradients) on the same inputs:
 set ``MODALREC_REFERENCE_KERNELS=1`` for a whole process, or use :func:`reference_kernels` as a context manager.
@@ -35,7 +36,7 @@ def use_fast_path(*tensors: torch.Tensor) -> bool:
 
 @contextmanager
 def reference_kernels(enabled: bool = True) -> Iterator[None]:
-    """Within the block every kernel of this package takes its reference path (when ``enabled``)."""
+    """Within the block every custom kernel takes its reference path (when ``enabled``)."""
     token = _forced.set(enabled)
     try:
         yield
