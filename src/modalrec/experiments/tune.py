@@ -167,8 +167,6 @@ def tune(
         threads: torch threads per trial.
         warmup_epochs: epochs before a trial may be pruned.
     """
-    import optuna
-
     from modalrec.data.source import dataset_from_config
 
     if trials < 1:
@@ -186,16 +184,7 @@ def tune(
     for key in space:  # fail now on keys the model does not have
         make_cfg({key: _probe(space[key])})
     dataset = dataset_from_config(base_cfg.data, base_cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name="modalrec-tune",
-        storage=f"sqlite:///{(out / 'study.db').resolve()}",
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup_epochs),
-    )
+    study = _open_study(out, seed, warmup_epochs)
     done = len([t for t in study.trials if t.state.is_finished()])
     if trials > done:
         objective = _Objective(study, space, make_cfg, dataset, out, base_cfg.eval.metric)
@@ -207,6 +196,22 @@ def tune(
         finally:
             train_log.removeFilter(hide)
     return _report(study, model, space, base_cfg, make_cfg, out, command)
+
+
+def _open_study(out: Path, seed: int, warmup_epochs: int) -> Any:
+    """The study in ``out/study.db`` (created, or loaded to resume): TPE sampling, median pruning."""
+    import optuna
+
+    out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name="modalrec-tune",
+        storage=f"sqlite:///{(out / 'study.db').resolve()}",
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup_epochs),
+    )
 
 
 def _probe(dist: dict[str, Any]) -> Any:
