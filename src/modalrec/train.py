@@ -6,6 +6,9 @@ restored best state, after training ends.
 Reproducibility: the initial weights come from the run seed; epoch e's batches and random draws (dropout,
 augmentations) come from streams seeded by (seed, e), so a run resumed from its last epoch checkpoint continues
 exactly as an uninterrupted one would.
+
+The loop only trains, validates and keeps the best state; the run folder, the epoch log, the moving average, early
+stopping and data parallelism are callbacks (:mod:`modalrec.callbacks`, docs/architecture.md).
 """
 
 from __future__ import annotations
