@@ -22,8 +22,12 @@ from modalrec.models import MODELS, build_model
 def custom_functions() -> list[type[torch.autograd.Function]]:
     """Every torch.autograd.Function subclass defined in the package (all modules imported first)."""
     for info in pkgutil.walk_packages(modalrec.__path__, "modalrec."):
-        if not info.name.endswith("__main__"):
+        if info.name.endswith("__main__"):
+            continue
+        try:
             importlib.import_module(info.name)
+        except ImportError:  # a module needing an optional dependency that is not installed holds no kernel
+            continue
     found, todo = [], list(torch.autograd.Function.__subclasses__())
     while todo:
         cls = todo.pop()
