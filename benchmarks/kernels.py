@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from benchmarks.measure import load
-from modalrec.batch_rows import batch_local_indices, layer_mean_batch_rows
 from modalrec.data.sampling import BPRSampler
-from modalrec.edge_pattern import EdgePattern
-from modalrec.graph import _layer_mean, bipartite_layer_mean, normalized_interactions, spmm_edges, spmm_into
+from modalrec.graph import bipartite_layer_mean, normalized_interactions, spmm_edges, spmm_into
+from modalrec.graph.batch_rows import batch_local_indices, layer_mean_batch_rows
+from modalrec.graph.edge_pattern import EdgePattern
+from modalrec.graph.propagation import _layer_mean
 from modalrec.losses import info_nce, info_nce_all
 from modalrec.runtime import set_threads, tune_allocator
 

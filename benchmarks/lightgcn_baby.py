@@ -24,6 +24,7 @@ import torch
 from modalrec.config import load_config
 from modalrec.data import load_dataset
 from modalrec.evaluate import evaluate
+from modalrec.runtime import tune_allocator
 from modalrec.train import Trainer
 
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.data).is_dir():
         print(f"skipped: {args.data} not found", file=sys.stderr)
         return 0
+    tune_allocator()  # as the command line does: this script owns its process
     data = load_dataset(args.data)
     epochs = 1000 if args.full else args.epochs
     cfg = load_config(

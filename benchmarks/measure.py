@@ -24,6 +24,7 @@ from modalrec.config import load_config
 from modalrec.data import Dataset, SyntheticConfig, load_dataset, make_synthetic
 from modalrec.data.sampling import BPRSampler
 from modalrec.evaluate import evaluate
+from modalrec.runtime import tune_allocator
 from modalrec.train import Trainer
 
 
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--max-batches", type=int, default=0, help="cap each epoch (0 = whole epochs)")
     args = parser.parse_args(argv)
+    tune_allocator()  # as the command line does: this script owns its process
     print(
         json.dumps(
             measure(args.model, args.data, args.epochs, args.threads, args.overrides, args.max_batches)

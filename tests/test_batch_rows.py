@@ -7,10 +7,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from modalrec.batch_rows import batch_local_indices, csr_rows, layer_mean_batch_rows
 from modalrec.data import Dataset
 from modalrec.data.sampling import Batch, BPRSampler
 from modalrec.graph import bipartite_layer_mean, normalized_interactions
+from modalrec.graph.batch_rows import batch_local_indices, csr_rows, layer_mean_batch_rows
 from modalrec.models import MODELS
 
 

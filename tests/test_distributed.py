@@ -8,10 +8,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 
+from modalrec.callbacks import Callback, TrainerView
 from modalrec.checkpoint import load_checkpoint
 from modalrec.cli import main
 from modalrec.config import load_config
@@ -33,6 +36,17 @@ ARGS = [
 ATOL = 1e-5
 
 
+class InterruptAt(Callback):
+    """Raises KeyboardInterrupt when epoch ``epoch`` starts (as a kill would), leaving last.pt behind."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
 def test_shard_bounds_cover_the_batch() -> None:
     for n, world in ((10, 3), (2, 4), (1000, 2), (0, 2)):
         spans = [shard_bounds(n, r, world) for r in range(world)]
@@ -41,33 +55,24 @@ def test_shard_bounds_cover_the_batch() -> None:
         assert max(h - lo for lo, h in spans) - min(h - lo for lo, h in spans) <= 1
 
 
-def test_train_step_wrapper_shards_and_weights(tiny: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sync_callback_shards_and_weights(tiny: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rank 1 of 2 trains on the second half of the batch; logged terms are weighted by n_r / N."""
     import modalrec.distributed as d
     from modalrec.data.sampling import Batch
 
-    calls: list[torch.Tensor] = []
-
-    class Fake:
-        def train_step(
-            self, batch: Batch, optimizers: list, grad_clip: float | None = None
-        ) -> dict[str, float]:
-            calls.append(batch.users)
-            return {"bpr": 2.0}
-
     reduced: list[torch.Tensor] = []
     monkeypatch.setattr(d.dist, "all_reduce", lambda t: reduced.append(t.clone()))
-    model, state = Fake(), d._State(rank=1, world=2)
-    d._wrap_train_step(model, state)
-    batch = Batch(torch.arange(5), torch.arange(5), torch.arange(5))
-    out = model.train_step(batch, [], None)
-    assert calls[0].tolist() == [3, 4] and state.weight == pytest.approx(2 / 5)
-    assert out["bpr"] == pytest.approx(2.0 * 2 / 5)  # this rank's share of the global mean
+    trainer: Any = SimpleNamespace(device=torch.device("cpu"))
+    sync = d.DistributedSync(rank=1, world=2)
+    mine = sync.on_batch(trainer, Batch(torch.arange(5), torch.arange(5), torch.arange(5)))
+    assert mine.users.tolist() == [3, 4] and sync.weight == pytest.approx(2 / 5)
+    terms = {"bpr": 2.0}
+    sync.on_step_end(trainer, terms)
+    assert reduced[-1].tolist() == [pytest.approx(2.0 * 2 / 5)]  # this rank's share of the global mean
     # a batch smaller than the world: the rank computes on it but contributes weight 0
-    model = Fake()
-    d._wrap_train_step(model, d._State(rank=1, world=2))
-    model.train_step(Batch(torch.arange(1), torch.arange(1), torch.arange(1)), [], None)
-    assert calls[-1].tolist() == [0] and reduced[-1].tolist() == [0.0]
+    mine = sync.on_batch(trainer, Batch(torch.arange(1), torch.arange(1), torch.arange(1)))
+    sync.on_step_end(trainer, {"bpr": 2.0})
+    assert mine.users.tolist() == [0] and reduced[-1].tolist() == [0.0]
 
 
 def _history(run: Path) -> list[dict[str, str]]:
@@ -101,13 +106,7 @@ def test_two_processes_match_one(tiny: Dataset, tmp_path: Path) -> None:
     # Resume: a single-process run interrupted after epoch 0, resumed by 2 ranks from its last.pt.
     overrides = [a for a in ARGS[2:] if a != "--set"]
     cfg = load_config(None, overrides, model_name="lightgcn", data_path=str(data))
-    trainer = Trainer(cfg, out=tmp_path / "cut")
-
-    def stop_at_epoch_1(epoch: int) -> None:
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    trainer.model.on_epoch_start = stop_at_epoch_1  # type: ignore[method-assign]
+    trainer = Trainer(cfg, out=tmp_path / "cut", callbacks=[InterruptAt(1)])
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     assert (tmp_path / "cut" / "last.pt").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modalrec.edge_pattern import EdgePattern
+from modalrec.graph.edge_pattern import EdgePattern
 
 N_ROWS, N_COLS = 7, 5
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from modalrec.callbacks import Callback, TrainerView
 from modalrec.config import load_config
 from modalrec.data import Dataset
 from modalrec.ema import ParameterAverage
@@ -17,14 +18,20 @@ from modalrec.train import Trainer, train
 FAST = ["train.batch_size=512", "eval.ks=[10,20]", "train.progress=false", "train.threads=1"]
 
 
-def interrupt_at_epoch_2(trainer: Trainer) -> None:
-    """Run ``trainer`` until a KeyboardInterrupt at the start of epoch 2, leaving its last.pt behind."""
+class InterruptAt(Callback):
+    """Raises KeyboardInterrupt when epoch ``epoch`` starts (as a kill would), leaving last.pt behind."""
 
-    def stop_at_epoch_2(epoch: int) -> None:
-        if epoch == 2:
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
+        if epoch == self.epoch:
             raise KeyboardInterrupt
 
-    trainer.model.on_epoch_start = stop_at_epoch_2  # type: ignore[method-assign]
+
+def interrupt_at_epoch_2(trainer: Trainer) -> None:
+    """Run ``trainer`` until a KeyboardInterrupt at the start of epoch 2, leaving its last.pt behind."""
+    trainer.extra_callbacks.append(InterruptAt(2))
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
 
@@ -112,6 +119,9 @@ def test_resuming_a_run_without_average_starts_it_from_the_resumed_weights(
     averaged = load_config(
         None, ["train.epochs=4", "train.patience=100", "train.ema=0.9", *FAST], model_name="mf", seed=1
     )
-    Trainer(averaged, data=tiny, out=tmp_path / "run", resume=True).fit()
-    torch.testing.assert_close(starts[-1][0], saved["user_emb"])  # not the fresh initialisation
-    assert not torch.equal(starts[0][0], saved["user_emb"])
+    trainer = Trainer(averaged, data=tiny, out=tmp_path / "run", resume=True)
+    fresh = trainer.model.user_emb.detach().clone()  # type: ignore[operator]
+    trainer.fit()
+    assert len(starts) == 1  # one average, created once the resumed weights are in place
+    torch.testing.assert_close(starts[0][0], saved["user_emb"])
+    assert not torch.equal(fresh, saved["user_emb"])  # ... which are not the fresh initialisation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import modalrec.graph as graph
+import modalrec.graph.propagation as propagation
 from modalrec.graph import spmm_edges
 
 
@@ -25,7 +25,7 @@ def _reference(
 
 @pytest.mark.parametrize("block", [4, 1 << 18])  # several blocks, and one
 def test_forward_and_gradients_match_the_dense_product(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(graph, "EDGE_BLOCK", block)
+    monkeypatch.setattr(propagation, "EDGE_BLOCK", block)
     rows, cols, vals = _edges()
     x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     v = vals.clone().requires_grad_(True)

@@ -7,11 +7,23 @@ from pathlib import Path
 
 import pytest
 
+from modalrec.callbacks import Callback, TrainerView
 from modalrec.config import load_config
 from modalrec.data import Dataset
 from modalrec.train import Trainer, TrainingError, train
 
 FAST = ["train.batch_size=512", "eval.ks=[10,20]", "train.progress=false", "train.threads=1"]
+
+
+class InterruptAt(Callback):
+    """Raises KeyboardInterrupt when epoch ``epoch`` starts (as a kill would), leaving last.pt behind."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
 
 
 def test_run_folder_and_metrics_schema(tiny: Dataset, tmp_path: Path) -> None:
@@ -62,13 +74,7 @@ def test_resume_after_interruption_matches_uninterrupted(tiny: Dataset, tmp_path
     cfg = load_config(None, ["train.epochs=6", "train.patience=100", *FAST], model_name="lightgcn", seed=1)
     full = train(cfg, data=tiny, out=tmp_path / "full").metrics
 
-    trainer = Trainer(cfg, data=tiny, out=tmp_path / "cut")
-
-    def stop_at_epoch_3(epoch: int) -> None:
-        if epoch == 3:
-            raise KeyboardInterrupt
-
-    trainer.model.on_epoch_start = stop_at_epoch_3  # type: ignore[method-assign]
+    trainer = Trainer(cfg, data=tiny, out=tmp_path / "cut", callbacks=[InterruptAt(3)])
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     assert (tmp_path / "cut" / "last.pt").exists() and not (tmp_path / "cut" / "metrics.json").exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from modalrec.errors import ModalrecError
+from modalrec.runtime import tune_allocator
 
 log = logging.getLogger("modalrec")
 
@@ -184,7 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, out=None, resume=args.resume)
     trainer.out = Path(args.out) if args.out else default_run_dir(cfg, trainer.data.name)
     result = trainer.fit()
-    _print_result(result.metrics, result.run_dir)
+    if result.primary:  # data-parallel ranks > 0 report nothing
+        _print_result(result.metrics, result.run_dir)
     return 0
 
 
@@ -341,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_handler.setLevel(
             level
         )  # records of INFO-level loggers still propagate here; -q must silence them
+    tune_allocator()  # process-level tuning belongs to the process owner; MODALREC_MALLOC_TUNING=0 opts out
     try:
         command = COMMANDS.get(args.command) or _EXTENSION_HANDLERS[args.command]
         return int(command(args))

@@ -15,8 +15,6 @@ wrong types are errors that list the valid choices.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,65 @@ from typing import Any
 import yaml
 
 from modalrec.errors import ConfigError
-from modalrec.evaluate import EvalConfig
+from modalrec.fields import coerce, set_fields
+from modalrec.metrics import NDCG_VARIANTS
+from modalrec.models import MODELS, model_config
+
+PROTOCOLS = ("standard", "paper")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings (the protocols are described in :mod:`modalrec.evaluate`)."""
+
+    ks: list[int] = field(default_factory=lambda: [10, 20, 50])  # cut-offs K
+    protocol: str = "standard"  # preset: "standard" or "paper" (see module docstring)
+    ndcg: str | None = None  # override the preset's NDCG variant: "standard" or "ngcf"
+    mask_val_at_test: bool | None = None  # override the preset's masking of validation items at test time
+    metric: str = "recall@20"  # validation metric used for early stopping and model selection
+    chunk_size: int = 0  # users per score block; 0 = automatic (about 128 MB of scores)
+    group_bins: list[int] = field(default_factory=lambda: [0, 4, 8, 16, 32])  # lower edges of user groups
+
+    def validate(self, n_items: int | None = None) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"eval.protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
+        if self.ndcg is not None and self.ndcg not in NDCG_VARIANTS:
+            raise ConfigError(f"eval.ndcg must be one of {NDCG_VARIANTS}, not {self.ndcg!r}")
+        if not self.ks or any(int(k) < 1 for k in self.ks):
+            raise ConfigError(f"eval.ks must be positive integers, got {self.ks}")
+        if n_items is not None and max(self.ks) > n_items:
+            raise ConfigError(f"eval.ks contains {max(self.ks)} but the catalogue has only {n_items} items")
+        name = self.metric.split("@")
+        if (
+            len(name) != 2
+            or name[0] not in ("recall", "precision", "ndcg", "hit")
+            or int(name[1]) not in self.ks
+        ):
+            raise ConfigError(
+                f"eval.metric {self.metric!r} must be recall|precision|ndcg|hit@K with K in {self.ks}"
+            )
+
+    @property
+    def ndcg_variant(self) -> str:
+        return self.ndcg or ("ngcf" if self.protocol == "paper" else "standard")
+
+    @property
+    def masks_val_at_test(self) -> bool:
+        if self.mask_val_at_test is not None:
+            return self.mask_val_at_test
+        return self.protocol == "standard"
+
+    def describe(self) -> dict[str, object]:
+        """The protocol as recorded in metrics.json."""
+        return {
+            "name": self.protocol,
+            "ndcg": self.ndcg_variant,
+            "mask_train": True,
+            "mask_val_at_test": self.masks_val_at_test,
+            "ks": list(self.ks),
+            "users": "users with at least one held-out item in the split",
+            "ranking": "all items",
+        }
 
 
 @dataclass
@@ -84,84 +140,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# ---- type-checked assignment ----------------------------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (converting int->float, list->tuple); raise ConfigError."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{key}: {value!r} does not match {_type_name(tp)}")
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        inner = args[0] if args else Any
-        items = [coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads "1e-3" (no dot) as a string; accept any float literal.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def set_fields(obj: Any, values: dict[str, Any], prefix: str) -> None:
-    """Assign ``values`` onto the dataclass ``obj`` with type checks; unknown keys list the valid ones."""
-    hints = typing.get_type_hints(type(obj))
-    names = [f.name for f in dataclasses.fields(obj)]
-    for key, value in values.items():
-        if key not in names:
-            raise ConfigError(
-                f"unknown key '{prefix}{key}'; valid keys: {', '.join(prefix + n for n in names)}"
-            )
-        setattr(obj, key, coerce(value, hints[key], prefix + key))
-
-
 def build_model_config(model_cls: Any, params: dict[str, Any]) -> Any:
     """The model's Config dataclass with ``params`` (minus "name") applied and type-checked."""
-    cfg = model_cls.Config()
-    set_fields(cfg, {k: v for k, v in params.items() if k != "name"}, "model.")
-    return cfg
+    return model_config(model_cls, params)
 
 
 # ---- loading --------------------------------------------------------------------------------------------------
@@ -220,8 +201,6 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from a nested dict (YAML + overrides), checking every key and type."""
-    from modalrec.models import MODELS
-
     cfg = RunConfig()
     sections = {"model", "data", "train", "eval", "seed", "device"}
     for key in raw:
@@ -287,8 +266,6 @@ def check_against_data(cfg: RunConfig, n_items: int, modalities: list[str]) -> N
         n_items: catalogue size of the loaded dataset.
         modalities: the dataset's modality names after ``data.modalities`` was applied.
     """
-    from modalrec.models import MODELS
-
     cfg.eval.validate(n_items)
     needs = MODELS[cfg.model_name].modalities
     if needs == "any" and not modalities:

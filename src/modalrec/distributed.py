@@ -1,7 +1,7 @@
 """Data-parallel training on ``torch.distributed``: ``torchrun --nproc_per_node N -m modalrec train ...``.
 
-How it works (all ranks run the same ``Trainer``; ``Trainer.fit`` calls ``maybe_distribute`` first, which does
-nothing unless the process was started by torchrun with ``WORLD_SIZE > 1``):
+How it works (all ranks run the same ``Trainer``; when the process was started by torchrun with
+``WORLD_SIZE > 1`` the Trainer adds the :class:`DistributedSync` callback and lets only rank 0 log and write):
 
 * every rank builds the same model from the run seed (rank 0's weights are broadcast once to be sure), draws the
   same global BPR batch from the same seeded sampler and keeps its contiguous shard of it (``batch_size`` is the
@@ -10,14 +10,16 @@ nothing unless the process was started by torchrun with ``WORLD_SIZE > 1``):
   ``(n_r / N) * grad_r``, which is exactly the gradient of the global batch for losses that are means over the
   batch (BPR, the batch-normalised L2 terms) or do not depend on it (weight decay). The same optimiser state on
   every rank keeps the replicas identical. This is DDP's gradient all-reduce done at the optimiser (a step
-  pre-hook), because models own their ``train_step`` and call their own ``forward``: wrapping them in
-  ``DistributedDataParallel`` would bypass it;
+  pre-hook, registered with torch's ``Optimizer.register_step_pre_hook``), because models own their
+  ``train_step`` and call their own ``forward``: wrapping them in ``DistributedDataParallel`` would bypass it;
 * the full-graph propagation (``forward``) is **replicated** on every rank: each rank holds the whole model,
   graphs and features and computes all user/item embeddings each step. Data parallelism divides the loss and
   backward work over the batch, not the propagation;
 * rank 0 evaluates (the others receive its result, so early stopping agrees) and writes the run folder; the other
-  ranks write nothing and print nothing to stdout (errors still reach stderr). ``--resume`` works on all
-  ranks: they read rank 0's ``last.pt`` (the run folder must be on a file system all ranks see);
+  ranks run without the logging and run-folder callbacks, so they write nothing (their ``RunResult`` has
+  ``primary=False``, and the command line prints its report on rank 0 only; errors still reach stderr).
+  ``--resume`` works on all ranks: they read rank 0's ``last.pt`` (the run folder must be on a file system all
+  ranks see);
 * logged loss terms are the global-batch values (shard values weighted by ``n_r / N`` and summed).
 
 Deviations from a single process with the same global batch: ``train.grad_clip`` clips each rank's shard
@@ -29,19 +31,16 @@ Backend: gloo on CPU, nccl when the run's device is CUDA (each rank uses ``cuda:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from modalrec.callbacks import Callback, Metrics, RunResult, TrainerView
 from modalrec.data.sampling import Batch
 from modalrec.optim import Adam
 
@@ -57,6 +56,14 @@ def env_world() -> tuple[int, int, int]:
     )
 
 
+def world_of_this_process() -> tuple[int, int, int]:
+    """(rank, world size, local rank): an existing process group's, else torchrun's environment's."""
+    rank, world, local_rank = env_world()
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), local_rank
+    return rank, world, local_rank
+
+
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     """[lo, hi) of rank's contiguous shard of n items (sizes differ by at most one)."""
     base, extra = divmod(n, world)
@@ -64,18 +71,12 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     return lo, lo + base + (1 if rank < extra else 0)
 
 
-class _State:
-    def __init__(self, rank: int, world: int) -> None:
-        self.rank, self.world = rank, world
-        self.weight = 1.0 / world  # n_r / N of the current step
-
-
-def _allreduce_grads(opt: Adam, state: _State) -> None:
-    """Replace each parameter's gradient by sum_r (n_r / N) grad_r (params with no grad on any rank stay None)."""
+def allreduce_grads(opt: Adam, weight: float) -> None:
+    """Replace each parameter's gradient by sum_r w_r grad_r (params with no grad on any rank stay None)."""
     params = [p for group in opt.param_groups for p in group["params"]]
     if not params:
         return
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device)
     dist.all_reduce(has)
     live = [p for p, h in zip(params, has.tolist(), strict=True) if h > 0]
     if not live:
@@ -85,7 +86,7 @@ def _allreduce_grads(opt: Adam, state: _State) -> None:
         g = p.grad if p.grad is not None else torch.zeros_like(p)
         if g.is_sparse:
             g = g.to_dense()
-        grads.append(g.reshape(-1) * state.weight)
+        grads.append(g.reshape(-1) * weight)
     flat = torch.cat(grads)
     dist.all_reduce(flat)
     offset = 0
@@ -95,119 +96,69 @@ def _allreduce_grads(opt: Adam, state: _State) -> None:
         offset += n
 
 
-def _wrap_train_step(model: Any, state: _State) -> None:
-    inner = model.train_step
+class DistributedSync(Callback):
+    """One rank of a data-parallel run: shards each global batch, all-reduces gradients before every optimiser
+    step and the logged loss terms after it, broadcasts rank 0's evaluations.
 
-    def train_step(batch: Batch, optimizers: list[Adam], grad_clip: float | None = None) -> dict[str, float]:
-        n = len(batch.users)
-        lo, hi = shard_bounds(n, state.rank, state.world)
-        if hi > lo:
-            state.weight = (hi - lo) / n
-            mine = Batch(batch.users[lo:hi], batch.pos[lo:hi], batch.neg[lo:hi])
-        else:  # fewer triples than ranks: compute on the whole batch, contribute nothing
-            state.weight, mine = 0.0, batch
-        terms = inner(mine, optimizers, grad_clip)
-        keys = list(terms)
-        vals = torch.tensor([state.weight * terms[k] for k in keys], dtype=torch.float64)
-        dist.all_reduce(vals)
-        return dict(zip(keys, vals.tolist(), strict=True))
-
-    model.train_step = train_step
-
-
-def _wrap_configure_optimizers(model: Any, state: _State) -> None:
-    inner = model.configure_optimizers
-
-    def configure_optimizers(settings: Any) -> list[Adam]:
-        optimizers = inner(settings)
-        for opt in optimizers:
-            opt.register_step_pre_hook(lambda o, args, kwargs: _allreduce_grads(o, state))
-        return list(optimizers)
-
-    model.configure_optimizers = configure_optimizers
-
-
-def maybe_distribute(trainer: Any) -> bool:
-    """Turn ``trainer`` into one rank of a data-parallel run when launched by torchrun; False otherwise.
-
-    Called at the start of ``Trainer.fit``. Initialises the process group (gloo on CPU, nccl on CUDA) unless it
-    already exists, and patches this trainer (and, in this process, ``modalrec.train``'s ``evaluate`` /
-    checkpoint writers) until ``fit`` ends.
+    ``rank`` and ``world`` are read from the process group in ``on_fit_start`` (which creates the group, gloo on
+    CPU or nccl on CUDA, unless it exists); they can be given for use without a group (tests).
     """
-    rank, world, local_rank = env_world()
-    if world <= 1 and not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return False
-    # modalrec.train the module (the package's ``train`` attribute is the function of that name)
-    train_mod: Any = importlib.import_module("modalrec.train")
 
-    created = False
-    if not dist.is_initialized():
-        backend = "nccl" if trainer.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend)
-        created = True
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if trainer.device.type == "cuda":  # pragma: no cover - no GPU here
-        torch.cuda.set_device(local_rank)
-        trainer.device = torch.device(f"cuda:{local_rank}")
-        trainer.model.to(trainer.device)
-    if trainer.cfg.train.grad_clip:
-        log.warning("distributed: train.grad_clip clips each rank's shard gradient before the all-reduce")
-    state = _State(rank, world)
-    model = trainer.model
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            dense = not tensor.is_sparse and tensor.layout == torch.strided
-            if dense and (
-                tensor.is_floating_point() or tensor.dtype in (torch.int64, torch.int32, torch.bool)
-            ):
-                dist.broadcast(tensor, 0)
-    _wrap_train_step(model, state)
-    _wrap_configure_optimizers(model, state)
+    def __init__(self, rank: int = 0, world: int = 1) -> None:
+        self.rank, self.world = rank, world
+        self.weight = 1.0 / world  # n_r / N of the current step
+        self.created = False
 
-    originals: dict[str, Any] = {"evaluate": train_mod.evaluate}
-    orig_evaluate = train_mod.evaluate
+    def on_fit_start(self, trainer: TrainerView) -> None:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if trainer.device.type == "cuda" else "gloo")
+            self.created = True
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if trainer.device.type == "cuda":  # pragma: no cover - no GPU here
+            torch.cuda.set_device(trainer.device)
+        if trainer.cfg.train.grad_clip and self.rank == 0:
+            log.warning("distributed: train.grad_clip clips each rank's shard gradient before the all-reduce")
+        with torch.no_grad():
+            for tensor in trainer.model.state_dict().values():
+                dense = not tensor.is_sparse and tensor.layout == torch.strided
+                if dense and (
+                    tensor.is_floating_point() or tensor.dtype in (torch.int64, torch.int32, torch.bool)
+                ):
+                    dist.broadcast(tensor, 0)
+        for opt in trainer.state.optimizers:  # this fit's optimisers: the hooks end with them
+            opt.register_step_pre_hook(self._before_step)
+        log.info("distributed: rank %d of %d (%s)", self.rank, self.world, dist.get_backend())
 
-    def evaluate(*args: Any, **kwargs: Any) -> Any:
-        box = [orig_evaluate(*args, **kwargs) if rank == 0 else None]
+    def _before_step(self, opt: Any, args: Any, kwargs: Any) -> None:
+        allreduce_grads(opt, self.weight)
+
+    def on_batch(self, trainer: TrainerView, batch: Batch) -> Batch:
+        n = len(batch.users)
+        lo, hi = shard_bounds(n, self.rank, self.world)
+        if hi <= lo:  # fewer triples than ranks: compute on the whole batch, contribute nothing
+            self.weight = 0.0
+            return batch
+        self.weight = (hi - lo) / n
+        return Batch(batch.users[lo:hi], batch.pos[lo:hi], batch.neg[lo:hi])
+
+    def on_step_end(self, trainer: TrainerView, terms: dict[str, float]) -> None:
+        keys = list(terms)
+        vals = torch.tensor(
+            [self.weight * terms[k] for k in keys], dtype=torch.float64, device=trainer.device
+        )
+        dist.all_reduce(vals)
+        terms.update(zip(keys, vals.tolist(), strict=True))
+
+    def around_evaluation(self, trainer: TrainerView, run: Callable[[], Metrics]) -> Metrics:
+        box: list[Metrics | None] = [run() if self.rank == 0 else None]
         dist.broadcast_object_list(box, src=0)
+        assert box[0] is not None
         return box[0]
 
-    train_mod.evaluate = evaluate
-    private: Path | None = None
-    if rank != 0:
-        originals["save_checkpoint"] = train_mod.save_checkpoint
-        originals["atomic_write_text"] = train_mod.atomic_write_text
-        train_mod.save_checkpoint = lambda *a, **k: None
-        train_mod.atomic_write_text = lambda *a, **k: None
-        if trainer.out is not None:
-            # Ranks > 0 read rank 0's files (resume) from a private copy and write nothing.
-            private = Path(tempfile.mkdtemp(prefix=f"modalrec-rank{rank}-"))
-            for name in ("last.pt", "checkpoint.pt", "metrics.json"):
-                if trainer.resume and (trainer.out / name).exists():
-                    shutil.copy2(trainer.out / name, private / name)
-            trainer.out = private
-        trainer._start_logging = lambda: None
-        trainer._write_outputs = lambda metrics: None
-        logging.getLogger("modalrec.train").setLevel(logging.WARNING)
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the CLI's report comes from rank 0 only
-    inner_stop = trainer._stop_logging
-
-    def stop_logging() -> None:
-        try:
-            inner_stop()
-        finally:
-            for name, fn in originals.items():
-                setattr(train_mod, name, fn)
-            if private is not None:
-                shutil.rmtree(private, ignore_errors=True)
-            if created:
-                dist.destroy_process_group()
-
-    trainer._stop_logging = stop_logging
-    log.info(
-        "distributed: rank %d of %d (%s)", rank, world, dist.get_backend() if created else "existing group"
-    )
-    return True
+    def on_fit_end(self, trainer: TrainerView, result: RunResult | None) -> None:
+        if self.created:
+            dist.destroy_process_group()
+            self.created = False
 
 
 def launch(nproc: int, train_args: Sequence[str]) -> int:

@@ -13,72 +13,15 @@ Protocols (presets; individual fields can still be set):
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from modalrec.config import EvalConfig
 from modalrec.data.dataset import Dataset
-from modalrec.errors import ConfigError
-from modalrec.metrics import NDCG_VARIANTS, all_metrics
+from modalrec.metrics import all_metrics
 from modalrec.models.base import Embeddings, Model
-
-PROTOCOLS = ("standard", "paper")
-
-
-@dataclass
-class EvalConfig:
-    """Evaluation settings."""
-
-    ks: list[int] = field(default_factory=lambda: [10, 20, 50])  # cut-offs K
-    protocol: str = "standard"  # preset: "standard" or "paper" (see module docstring)
-    ndcg: str | None = None  # override the preset's NDCG variant: "standard" or "ngcf"
-    mask_val_at_test: bool | None = None  # override the preset's masking of validation items at test time
-    metric: str = "recall@20"  # validation metric used for early stopping and model selection
-    chunk_size: int = 0  # users per score block; 0 = automatic (about 128 MB of scores)
-    group_bins: list[int] = field(default_factory=lambda: [0, 4, 8, 16, 32])  # lower edges of user groups
-
-    def validate(self, n_items: int | None = None) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(f"eval.protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
-        if self.ndcg is not None and self.ndcg not in NDCG_VARIANTS:
-            raise ConfigError(f"eval.ndcg must be one of {NDCG_VARIANTS}, not {self.ndcg!r}")
-        if not self.ks or any(int(k) < 1 for k in self.ks):
-            raise ConfigError(f"eval.ks must be positive integers, got {self.ks}")
-        if n_items is not None and max(self.ks) > n_items:
-            raise ConfigError(f"eval.ks contains {max(self.ks)} but the catalogue has only {n_items} items")
-        name = self.metric.split("@")
-        if (
-            len(name) != 2
-            or name[0] not in ("recall", "precision", "ndcg", "hit")
-            or int(name[1]) not in self.ks
-        ):
-            raise ConfigError(
-                f"eval.metric {self.metric!r} must be recall|precision|ndcg|hit@K with K in {self.ks}"
-            )
-
-    @property
-    def ndcg_variant(self) -> str:
-        return self.ndcg or ("ngcf" if self.protocol == "paper" else "standard")
-
-    @property
-    def masks_val_at_test(self) -> bool:
-        if self.mask_val_at_test is not None:
-            return self.mask_val_at_test
-        return self.protocol == "standard"
-
-    def describe(self) -> dict[str, object]:
-        """The protocol as recorded in metrics.json."""
-        return {
-            "name": self.protocol,
-            "ndcg": self.ndcg_variant,
-            "mask_train": True,
-            "mask_val_at_test": self.masks_val_at_test,
-            "ks": list(self.ks),
-            "users": "users with at least one held-out item in the split",
-            "ranking": "all items",
-        }
 
 
 def auto_chunk(n_items: int, budget_floats: int = 1 << 22) -> int:
@@ -101,7 +44,7 @@ def eval_chunk_size(n_items: int, requested: int = 0) -> int:
 
     Raises ModalrecError, before any allocation, when one user's [I] row does not fit $MODALREC_MEMORY_BUDGET.
     """
-    from modalrec.graph import fit_chunk
+    from modalrec.runtime import fit_chunk
 
     wanted = requested or auto_chunk(n_items)
     return fit_chunk(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from modalrec.dispatch import use_fast_path
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -61,7 +64,19 @@ def nce_block(
     recomputed there once, and turned into the softmax in place (see :class:`_NceBlock`). ``unit_rows`` promises
     that a and candidates have unit-norm rows (cosine similarities), which allows a faster logsumexp.
     """
+    if not use_fast_path(a, positives, candidates):
+        return recompute_in_backward(
+            functools.partial(_nce_block_reference, temperature), a, positives, candidates
+        )
     return _NceBlock.apply(a, positives, candidates, temperature, unit_rows)
+
+
+def _nce_block_reference(
+    temperature: float, a: torch.Tensor, positives: torch.Tensor, candidates: torch.Tensor
+) -> torch.Tensor:
+    """The reference path of :func:`nce_block`: the same sum through ``logsumexp``, differentiated by autograd."""
+    logits = torch.mm(a, candidates.T) / temperature
+    return (torch.logsumexp(logits, dim=1) - (a * positives).sum(dim=1) / temperature).sum()
 
 
 # With unit rows every logit lies in [-1/τ, 1/τ]; for 1/τ <= 30 exp() of it neither overflows nor underflows in

@@ -18,8 +18,8 @@ from modalrec.config import config_from_dict
 from modalrec.data.dataset import Dataset
 from modalrec.data.source import dataset_from_config
 from modalrec.errors import ModalrecError
+from modalrec.models import build_model
 from modalrec.models.base import Embeddings, Model
-from modalrec.train import build_model
 
 
 class UnknownIdError(ModalrecError, KeyError):

@@ -1,4 +1,7 @@
-"""Process-level CPU settings that make small-tensor PyTorch training faster: threads and the allocator.
+"""Process-level settings: torch threads, the glibc allocator, and the memory budget of chunked blocks.
+
+Threads and allocator: these belong to the process owner. The command line applies them; a library user who
+builds a ``Trainer`` inside their own program keeps their process as it was.
 
 PyTorch on CPU allocates every intermediate with ``malloc``; glibc serves blocks above 128 KiB with fresh ``mmap``
 pages and returns them to the OS on ``free``, so each new [U+I, d] tensor of a training step page-faults again
@@ -6,18 +9,24 @@ pages and returns them to the OS on ``free``, so each new [U+I, d] tensor of a t
 mmap and trim thresholds keeps freed blocks inside the process for reuse. Measured on amazon-baby LightGCN,
 1 thread: 5.2 s -> 4.3 s per epoch with the same peak RSS (the next step reuses the same sizes).
 Set ``MODALREC_MALLOC_TUNING=0`` to leave the allocator alone.
+
+Memory budget: chunked computations (kNN graphs, evaluation score blocks, MMSSL's generated graphs) size their
+blocks with :func:`fit_chunk` so that one block fits ``$MODALREC_MEMORY_BUDGET``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+from modalrec.errors import ModalrecError
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameter numbers (malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -84,3 +93,63 @@ def set_threads(n: int) -> None:
     if n <= 0:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, n))
+
+
+# ---- memory budget for chunked blocks ---------------------------------------------------------------------------
+
+MEMORY_ENV = "MODALREC_MEMORY_BUDGET"
+
+
+def memory_budget() -> int:
+    """Bytes one chunked block may use: $MODALREC_MEMORY_BUDGET (e.g. "512M", "2G", "1500000"), else half of
+    the memory the OS reports available (2 GiB when unknown)."""
+    raw = os.environ.get(MEMORY_ENV, "").strip()
+    if raw:
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+        text = raw.upper().removesuffix("B").removesuffix("I")
+        try:
+            if text and text[-1] in units:
+                return max(1, int(float(text[:-1]) * units[text[-1]]))
+            return max(1, int(float(text)))
+        except ValueError:
+            raise ModalrecError(f"{MEMORY_ENV}={raw!r} is not a size such as 512M or 2G") from None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return 2 << 30
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def fit_chunk(row_bytes: int, wanted: int, what: str, setting: str) -> int:
+    """Rows per block so that ``rows * row_bytes`` fits the memory budget, at most ``wanted``.
+
+    Fails early (before allocating) when not even one row fits, naming the setting to change.
+
+    Args:
+        row_bytes: estimated bytes one row of the block needs (including temporaries).
+        wanted: the requested or default number of rows per block.
+        what: what is being computed, for the message.
+        setting: the configuration field that sets the chunk size, for the message.
+    """
+    budget = memory_budget()
+    if row_bytes > budget:
+        raise ModalrecError(
+            f"{what} needs about {_size(row_bytes)} per row but the memory budget is "
+            f"{_size(budget)}; raise {MEMORY_ENV} (e.g. {MEMORY_ENV}=4G) or use a smaller catalogue"
+        )
+    fitted = max(1, min(int(wanted), budget // max(1, row_bytes)))
+    if setting and fitted < wanted:
+        logging.getLogger(__name__).debug(
+            "%s: %s=%d does not fit %s=%d bytes; using %d", what, setting, wanted, MEMORY_ENV, budget, fitted
+        )
+    return fitted

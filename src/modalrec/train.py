@@ -6,56 +6,58 @@ restored best state, after training ends.
 Reproducibility: the initial weights come from the run seed; epoch e's batches and random draws (dropout,
 augmentations) come from streams seeded by (seed, e), so a run resumed from its last epoch checkpoint continues
 exactly as an uninterrupted one would.
+
+The loop only trains, validates and keeps the best state; the run folder, the epoch log, the moving average, early
+stopping and data parallelism are callbacks (:mod:`modalrec.callbacks`, docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import copy
-import csv
-import io
+import functools
 import json
 import logging
 import math
 import statistics
-import sys
 import time
-from collections.abc import Iterable
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from modalrec.checkpoint import atomic_write_text, load_checkpoint, load_state, save_checkpoint
-from modalrec.config import RunConfig, build_model_config, check_against_data, dump_config
+from modalrec.callbacks import (
+    Callback,
+    EarlyStopping,
+    EpochLog,
+    FitState,
+    Metrics,
+    MovingAverage,
+    ProgressBar,
+    RunFolder,
+    RunResult,
+    all_entered,
+)
+from modalrec.checkpoint import atomic_write_text, load_checkpoint, load_state
+from modalrec.config import RunConfig, check_against_data, dump_config
 from modalrec.data.dataset import Dataset
-from modalrec.data.sampling import Batch, BPRSampler
+from modalrec.data.sampling import BPRSampler
 from modalrec.data.source import dataset_from_config
-from modalrec.ema import ParameterAverage
+from modalrec.distributed import DistributedSync, world_of_this_process
 from modalrec.errors import ConfigError, ModalrecError
 from modalrec.evaluate import evaluate, group_breakdown
-from modalrec.models import MODELS
-from modalrec.models.base import Model, TrainSettings
+from modalrec.models import build_model
+from modalrec.models.base import TrainSettings
 from modalrec.optim import Adam, LRSchedule
-from modalrec.runtime import set_threads, training_phase, tune_allocator
+from modalrec.runtime import set_threads, training_phase
 
 log = logging.getLogger("modalrec.train")
+
+__all__ = ["RunResult", "Trainer", "TrainingError", "build_model", "train"]
 
 
 class TrainingError(ModalrecError):
     """Training cannot go on (e.g. a loss became NaN); the best checkpoint so far is kept."""
-
-
-@dataclass
-class RunResult:
-    """What a finished run produced."""
-
-    run_dir: Path | None
-    metrics: dict[str, Any]
-    model: Model
-    data: Dataset
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,14 +74,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**31 - 1)
 
 
-def build_model(cfg: RunConfig, data: Dataset, device: torch.device) -> Model:
-    """Instantiate the configured model on ``data`` with the run seed's initial weights."""
-    model_cls = MODELS[cfg.model_name]
-    model_cfg = build_model_config(model_cls, cfg.model)
-    torch.manual_seed(cfg.seed)
-    return model_cls(data, model_cfg).to(device)
-
-
 def default_run_dir(cfg: RunConfig, data_name: str, root: Path = Path("runs")) -> Path:
     """runs/<model>_<dataset>_seed<N>, with -2, -3, ... appended when it already exists."""
     base = root / f"{cfg.model_name}_{data_name}_seed{cfg.seed}"
@@ -93,27 +87,55 @@ def default_run_dir(cfg: RunConfig, data_name: str, root: Path = Path("runs")) -
 class Trainer:
     """Runs one configuration end to end and writes the run folder.
 
+    The loop itself only trains, validates and selects the best state; everything else is a callback
+    (:mod:`modalrec.callbacks`): the run folder and checkpoints, the epoch log, the progress bar, the moving
+    average, early stopping and, under torchrun, data parallelism. Extra callbacks run after the built-ins.
+
     Args:
         cfg: the run configuration.
         data: a dataset to use instead of loading ``cfg.data``.
         out: the run folder (None: do not write files).
         resume: continue from ``out/last.pt`` when present (a finished run is re-reported, not retrained).
+        callbacks: extra callbacks, called after the built-in ones.
     """
 
     def __init__(
-        self, cfg: RunConfig, data: Dataset | None = None, out: Path | None = None, resume: bool = False
+        self,
+        cfg: RunConfig,
+        data: Dataset | None = None,
+        out: Path | None = None,
+        resume: bool = False,
+        callbacks: Sequence[Callback] = (),
     ):
         self.cfg = cfg
         self.out = Path(out) if out is not None else None
         self.resume = resume
         set_threads(cfg.train.threads)
-        tune_allocator()
+        self.rank, self.world, local_rank = world_of_this_process()
         self.device = resolve_device(cfg.device)
+        if self.world > 1 and self.device.type == "cuda":  # pragma: no cover - no GPU here
+            self.device = torch.device("cuda", local_rank)  # one device per rank
         self.data = data if data is not None else dataset_from_config(cfg.data, cfg.seed)
         check_against_data(cfg, self.data.n_items, self.data.modalities)  # before the model is built
         self.model = build_model(cfg, self.data, self.device)
-        self.history: list[dict[str, Any]] = []
-        self._file_handler: logging.Handler | None = None
+        self.extra_callbacks = list(callbacks)
+        self.callbacks: list[Callback] = []
+        self.state = FitState()
+
+    @property
+    def primary(self) -> bool:
+        """Whether this process reports and writes the run (always, except data-parallel ranks > 0)."""
+        return self.rank == 0
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One row per finished epoch (seconds, loss terms, validation metrics)."""
+        return self.state.history
+
+    def request_stop(self, reason: str) -> None:
+        """End training after the current epoch (the first reason given is kept and logged)."""
+        if self.state.stop_reason is None:
+            self.state.stop_reason = reason
 
     # ---- helpers --------------------------------------------------------------------------------------------
     def _settings(self) -> TrainSettings:
@@ -126,26 +148,27 @@ class Trainer:
             return [LRSchedule(o, t.lr_schedule, t.lr_step, t.lr_gamma, max(1, t.epochs)) for o in optimizers]
         return []
 
-    def _start_logging(self) -> None:
-        if self.out is None:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(self.out / "log.txt", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        handler.setLevel(logging.INFO)
-        log.addHandler(handler)
-        if log.level == logging.NOTSET or log.level > logging.INFO:
-            log.setLevel(logging.INFO)  # the run's log.txt always gets the epoch lines
-        self._file_handler = handler
+    def default_callbacks(self, steps_per_epoch: int) -> list[Callback]:
+        """The built-ins for this run; only the primary process logs and writes files."""
+        t = self.cfg.train
+        callbacks: list[Callback] = []
+        if self.world > 1:
+            callbacks.append(DistributedSync())  # first: weights are broadcast before anything reads them
+        if t.ema > 0 and self.model.trainable:
+            callbacks.append(MovingAverage(t.ema))
+        if self.primary:
+            callbacks.append(EpochLog(self.out))
+            if t.progress:
+                callbacks.append(ProgressBar(steps_per_epoch))
+            if self.out is not None:
+                callbacks.append(RunFolder(self.out))
+        callbacks.append(EarlyStopping(t.patience))
+        return callbacks
 
-    def _stop_logging(self) -> None:
-        if self._file_handler is not None:
-            log.removeHandler(self._file_handler)
-            self._file_handler.close()
-
-    def _payload(
+    def payload(
         self, state: dict[str, torch.Tensor], epoch: int, extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        """A checkpoint of ``state`` after ``epoch`` (format modalrec-checkpoint-1)."""
         return {
             "format": "modalrec-checkpoint-1",
             "state_dict": {k: v.detach().cpu() for k, v in state.items()},
@@ -159,207 +182,226 @@ class Trainer:
             **(extra or {}),
         }
 
+    def resume_payload(self) -> dict[str, Any]:
+        """What ``last.pt`` holds: the current weights, optimiser state, counters, history, callback states."""
+        st = self.state
+        extra: dict[str, Any] = {
+            "optimizers": [o.state_dict() for o in st.optimizers],
+            "schedulers": [s.state_dict() for s in st.schedulers],
+            "ema": None,  # the format always has this key; MovingAverage fills it
+            "best_score": st.best_score,
+            "best_epoch": st.best_epoch,
+            "bad": st.bad,
+            "history": json.dumps(st.history),
+        }
+        for cb in self.callbacks:
+            if cb.state_key:
+                extra[cb.state_key] = cb.state_dict()
+        return self.payload(self.model.state_dict(), st.epoch, extra)
+
+    def evaluate_split(self, split: str, per_user: bool = False) -> Metrics:
+        """Evaluate the model on ``split`` through the callbacks' ``around_evaluation``."""
+
+        def run() -> Metrics:
+            return evaluate(self.model, self.data, split, self.cfg.eval, per_user=per_user)
+
+        for cb in self.callbacks:
+            run = functools.partial(cb.around_evaluation, self, run)
+        return run()
+
     # ---- the loop -------------------------------------------------------------------------------------------
     def fit(self) -> RunResult:
         """Train with early stopping, restore the best state, evaluate test once, write the run folder."""
-        from modalrec.distributed import maybe_distribute
-
-        maybe_distribute(self)  # one rank of a data-parallel run when started by torchrun; else nothing
-        self._start_logging()
-        try:
-            return self._fit()
-        finally:
-            self._stop_logging()
-
-    def _fit(self) -> RunResult:
-        cfg, t, model = self.cfg, self.cfg.train, self.model
+        self.state = FitState()
         if self.out is not None:
+            finished = self._prepare_run_dir()
+            if finished is not None:
+                return finished
+        sampler = BPRSampler(
+            self.data.train, self.cfg.train.batch_size, self.cfg.seed, self.cfg.train.sampler
+        )
+        self.callbacks = [*self.default_callbacks(len(sampler)), *self.extra_callbacks]
+        result: RunResult | None = None
+        try:
+            result = self._fit(sampler)
+            return result
+        finally:
+            for cb in self.callbacks:
+                cb.on_fit_end(self, result)
+
+    def _prepare_run_dir(self) -> RunResult | None:
+        """Create the run folder and its config.yaml; a finished run being resumed is reported instead."""
+        assert self.out is not None
+        if self.primary:
             self.out.mkdir(parents=True, exist_ok=True)
             for stale in self.out.glob(".*.pt.*"):
                 stale.unlink(missing_ok=True)  # temp files of a write that a kill interrupted; never read
-            atomic_write_text(self.out / "config.yaml", dump_config(cfg))
-            finished = self.out / "metrics.json"
-            if self.resume and finished.exists():
+            atomic_write_text(self.out / "config.yaml", dump_config(self.cfg))
+        finished = self.out / "metrics.json"
+        if self.resume and finished.exists():
+            if self.primary:
                 log.info("run in %s already finished; reporting its metrics", self.out)
-                load_state(model, load_checkpoint(self.out / "checkpoint.pt")["state_dict"], self.out)
-                return RunResult(self.out, json.loads(finished.read_text()), model, self.data)
-        optimizers = model.configure_optimizers(self._settings()) if model.trainable else []
-        schedulers = self._schedulers(optimizers)
-        sampler = BPRSampler(self.data.train, t.batch_size, cfg.seed, t.sampler)
-        average = ParameterAverage(model, t.ema) if t.ema > 0 and model.trainable else None
-        best_score, best_epoch, bad = -math.inf, -1, 0
-        best_state: dict[str, torch.Tensor] | None = None
-        start = 0
-        last_path = self.out / "last.pt" if self.out is not None else None
-        if self.resume and last_path is not None and last_path.exists():
-            ckpt = load_checkpoint(last_path)
-            load_state(model, ckpt["state_dict"], last_path)
-            for opt, st in zip(optimizers, ckpt["optimizers"], strict=True):
-                opt.load_state_dict(st)
-            for sch, st in zip(schedulers, ckpt["schedulers"], strict=True):
-                sch.load_state_dict(st)
-            if average is not None and ckpt.get("ema") is not None:
-                average.load_state_dict(ckpt["ema"])
-            elif average is not None:  # a run started without train.ema: average from the resumed weights on
-                average = ParameterAverage(model, t.ema)
-            start = ckpt["epoch"] + 1
-            best_score, best_epoch, bad = ckpt["best_score"], ckpt["best_epoch"], ckpt["bad"]
-            self.history = json.loads(ckpt["history"])
-            best_path = self.out / "checkpoint.pt"  # type: ignore[operator]
-            if best_path.exists():
-                best_state = load_checkpoint(best_path)["state_dict"]
-            log.info("resumed from %s at epoch %d", last_path, start)
-        metric = cfg.eval.metric
-        epoch_times = [h["seconds"] for h in self.history]
-        epochs = t.epochs if model.trainable else 0
-        show_bar = t.progress and sys.stderr.isatty()
-        for epoch in range(start, epochs):
-            tic, tic_cpu = time.perf_counter(), time.process_time()
-            torch.manual_seed(epoch_seed(cfg.seed, epoch))
-            model.train()
-            model.on_epoch_start(epoch)
-            sums: dict[str, float] = {}
-            n_batches = 0
-            batches: Iterable[Batch] = sampler.epoch(epoch)
-            if show_bar:
-                from tqdm import tqdm
+            load_state(self.model, load_checkpoint(self.out / "checkpoint.pt")["state_dict"], self.out)
+            metrics = json.loads(finished.read_text())
+            return RunResult(self.out, metrics, self.model, self.data, primary=self.primary)
+        return None
 
-                batches = tqdm(batches, total=len(sampler), desc=f"epoch {epoch}", leave=False)
-            with training_phase():
-                for batch in batches:
-                    if t.max_batches and n_batches >= t.max_batches:
-                        break
-                    terms = model.train_step(batch.to(self.device), optimizers, t.grad_clip or None)
-                    if average is not None:
-                        average.update(model)
-                    for k, v in terms.items():
-                        if not math.isfinite(v):
-                            raise TrainingError(
-                                f"loss term '{k}' became {v} in epoch {epoch}; lower train.lr or set "
-                                f"train.grad_clip (the best checkpoint so far is kept"
-                                f"{' in ' + str(self.out) if self.out else ''})"
-                            )
-                        sums[k] = sums.get(k, 0.0) + v
-                    n_batches += 1
-            for sch in schedulers:
-                sch.step()
-            seconds = time.perf_counter() - tic
-            cpu_seconds = time.process_time() - tic_cpu  # CPU time of all threads: robust to a busy machine
-            epoch_times.append(seconds)
-            row: dict[str, Any] = {
-                "epoch": epoch,
-                "seconds": round(seconds, 4),
-                "cpu_seconds": round(cpu_seconds, 4),
-                "batches": n_batches,
-            }
-            row.update({f"loss_{k}": v / max(1, n_batches) for k, v in sums.items()})
-            line = f"epoch {epoch:4d} {seconds:6.2f}s " + " ".join(
-                f"{k}={v / max(1, n_batches):.4f}" for k, v in sums.items()
+    def _fit(self, sampler: BPRSampler) -> RunResult:
+        st, model = self.state, self.model
+        st.optimizers = model.configure_optimizers(self._settings()) if model.trainable else []
+        st.schedulers = self._schedulers(st.optimizers)
+        start = self._restore() if self.resume else 0
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        if start > 0 and self.primary:  # after on_fit_start: the run's log.txt is open
+            log.info("resumed from %s at epoch %d", self.out / "last.pt", start)  # type: ignore[operator]
+        epochs = self.cfg.train.epochs if model.trainable else 0
+        for epoch in range(start, epochs):
+            self._run_epoch(
+                sampler, epoch, validate=(epoch + 1) % self.cfg.train.eval_every == 0 or epoch == epochs - 1
             )
-            diagnostics = model.epoch_diagnostics() if model.trainable else {}
-            if diagnostics:
-                row.update({f"diag_{k}": v for k, v in diagnostics.items()})
-                line += " | " + " ".join(f"{k}={v:.4g}" for k, v in diagnostics.items())
-            if (epoch + 1) % t.eval_every == 0 or epoch == epochs - 1:
-                # with train.ema the averaged weights are evaluated and, if best, kept (copied inside the block)
-                with average.applied(model) if average is not None else nullcontext():
-                    val = evaluate(model, self.data, "val", cfg.eval)
-                    score = float(val[metric])  # type: ignore[arg-type]
-                    if score > best_score:
-                        best_state = copy.deepcopy(
-                            {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                        )
-                for k in (metric, "recall@20", "ndcg@20"):
-                    if k in val:
-                        row[f"val_{k}"] = val[k]
-                line += f" | val {metric}={score:.4f}"
-                if score > best_score:
-                    best_score, best_epoch, bad = score, epoch, 0
-                    assert best_state is not None
-                    if self.out is not None:
-                        save_checkpoint(self.out / "checkpoint.pt", self._payload(best_state, epoch))
-                    line += " *"
-                else:
-                    bad += 1
-            self.history.append(row)
-            log.info(line)
-            if last_path is not None:
-                save_checkpoint(
-                    last_path,
-                    self._payload(
-                        model.state_dict(),
-                        epoch,
-                        {
-                            "optimizers": [o.state_dict() for o in optimizers],
-                            "schedulers": [s.state_dict() for s in schedulers],
-                            "ema": average.state_dict() if average is not None else None,
-                            "best_score": best_score,
-                            "best_epoch": best_epoch,
-                            "bad": bad,
-                            "history": json.dumps(self.history),
-                        },
-                    ),
-                )
-            if bad >= t.patience:
-                log.info("early stop: no improvement of val %s for %d evaluations", metric, bad)
+            if st.stop_reason is not None:
+                if self.primary:
+                    log.info("early stop: %s", st.stop_reason)
                 break
-        train_seconds = sum(epoch_times)
-        if best_state is None:
-            best_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            best_epoch = max(-1, len(self.history) - 1)
-            if self.out is not None:
-                save_checkpoint(self.out / "checkpoint.pt", self._payload(best_state, best_epoch))
-        load_state(model, best_state, "best state")
+        return self._finish()
+
+    def _restore(self) -> int:
+        """Load ``last.pt`` (weights, optimisers, counters, history, callback states); the epoch to start at."""
+        st = self.state
+        last_path = self.out / "last.pt" if self.out is not None else None
+        if last_path is None or not last_path.exists():
+            return 0
+        ckpt = load_checkpoint(last_path)
+        load_state(self.model, ckpt["state_dict"], last_path)
+        for opt, saved in zip(st.optimizers, ckpt["optimizers"], strict=True):
+            opt.load_state_dict(saved)
+        for sch, saved in zip(st.schedulers, ckpt["schedulers"], strict=True):
+            sch.load_state_dict(saved)
+        st.best_score, st.best_epoch, st.bad = ckpt["best_score"], ckpt["best_epoch"], ckpt["bad"]
+        st.history = json.loads(ckpt["history"])
+        st.epoch_times = [float(h["seconds"]) for h in st.history]
+        st.resumed = {cb.state_key: ckpt.get(cb.state_key) for cb in self.callbacks if cb.state_key}
+        best_path = last_path.with_name("checkpoint.pt")
+        if best_path.exists():
+            st.best_state = load_checkpoint(best_path)["state_dict"]
+        return int(ckpt["epoch"]) + 1
+
+    def _run_epoch(self, sampler: BPRSampler, epoch: int, validate: bool) -> None:
+        st, model = self.state, self.model
+        tic, tic_cpu = time.perf_counter(), time.process_time()
+        st.epoch = epoch
+        torch.manual_seed(epoch_seed(self.cfg.seed, epoch))
+        model.train()
+        model.on_epoch_start(epoch)
+        for cb in self.callbacks:
+            cb.on_epoch_start(self, epoch)
+        sums, n_batches = self._train_batches(sampler, epoch)
+        for sch in st.schedulers:
+            sch.step()
+        seconds = time.perf_counter() - tic
+        st.epoch_times.append(seconds)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "seconds": round(seconds, 4),
+            "cpu_seconds": round(time.process_time() - tic_cpu, 4),  # all threads: robust to a busy machine
+            "batches": n_batches,
+        }
+        row.update({f"loss_{k}": v / max(1, n_batches) for k, v in sums.items()})
+        # figures that show whether the model's components act (e.g. MMSSL's critic), before validation
+        diagnostics = model.epoch_diagnostics() if model.trainable else {}
+        row.update({f"diag_{k}": v for k, v in diagnostics.items()})
+        if validate:
+            row.update(self._validate(epoch))
+        st.history.append(row)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, epoch, row)
+
+    def _train_batches(self, sampler: BPRSampler, epoch: int) -> tuple[dict[str, float], int]:
+        """One pass over the epoch's batches: the summed loss terms and the number of steps."""
+        t, st = self.cfg.train, self.state
+        sums: dict[str, float] = {}
+        n_batches = 0
+        with training_phase():
+            for batch in sampler.epoch(epoch):
+                if t.max_batches and n_batches >= t.max_batches:
+                    break
+                for cb in self.callbacks:
+                    batch = cb.on_batch(self, batch)
+                terms = self.model.train_step(batch.to(self.device), st.optimizers, t.grad_clip or None)
+                for cb in self.callbacks:
+                    cb.on_step_end(self, terms)
+                for k, v in terms.items():
+                    if not math.isfinite(v):
+                        raise TrainingError(
+                            f"loss term '{k}' became {v} in epoch {epoch}; lower train.lr or set "
+                            f"train.grad_clip (the best checkpoint so far is kept"
+                            f"{' in ' + str(self.out) if self.out else ''})"
+                        )
+                    sums[k] = sums.get(k, 0.0) + v
+                n_batches += 1
+                if st.stop_reason is not None:
+                    break
+        return sums, n_batches
+
+    def _validate(self, epoch: int) -> dict[str, Any]:
+        """Validate, keep the state if best (on the weights the callbacks chose), update the counters."""
+        st, metric = self.state, self.cfg.eval.metric
+        with all_entered([cb.validation_weights(self) for cb in self.callbacks]):
+            val = self.evaluate_split("val")
+            improved = float(val[metric]) > st.best_score
+            if improved:
+                st.best_state = copy.deepcopy(
+                    {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+                )
+        if improved:
+            st.best_score, st.best_epoch, st.bad = float(val[metric]), epoch, 0
+        else:
+            st.bad += 1
+        for cb in self.callbacks:
+            cb.on_validation_end(self, epoch, val, improved)
+        return {f"val_{k}": val[k] for k in (metric, "recall@20", "ndcg@20") if k in val}
+
+    def _finish(self) -> RunResult:
+        """Restore the best state, evaluate validation and test once, and assemble metrics.json."""
+        cfg, st, model = self.cfg, self.state, self.model
+        if st.best_state is None:  # never validated (no epochs, or a model with nothing to learn)
+            st.best_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            st.best_epoch = max(-1, len(st.history) - 1)
+        load_state(model, st.best_state, "best state")
         tic = time.perf_counter()
-        valid = evaluate(model, self.data, "val", cfg.eval)
+        valid = self.evaluate_split("val")
         eval_seconds = time.perf_counter() - tic
-        test = evaluate(model, self.data, "test", cfg.eval, per_user=True)
-        groups = group_breakdown(test, self.data, cfg.eval.group_bins)
+        test = self.evaluate_split("test", per_user=True)
         metrics = {
             "model": cfg.model_name,
             "dataset": self.data.name,
             "seed": cfg.seed,
-            "best_epoch": best_epoch,
-            "epochs_run": len(self.history),
-            "train_seconds": round(train_seconds, 3),
-            "epoch_seconds_median": round(statistics.median(epoch_times), 4) if epoch_times else 0.0,
+            "best_epoch": st.best_epoch,
+            "epochs_run": len(st.history),
+            "train_seconds": round(sum(st.epoch_times), 3),
+            "epoch_seconds_median": round(statistics.median(st.epoch_times), 4) if st.epoch_times else 0.0,
             "eval_seconds": round(eval_seconds, 4),
             "protocol": cfg.eval.describe(),
             "valid": {k: v for k, v in valid.items() if k not in ("per_user", "user_index")},
             "test": {k: v for k, v in test.items() if k not in ("per_user", "user_index")},
-            "test_groups": groups,
+            "test_groups": group_breakdown(test, self.data, cfg.eval.group_bins),
             "model_config": dict(cfg.model),
         }
-        log.info(
-            "best epoch %d | test %s",
-            best_epoch,
-            " ".join(f"{k}={test[k]:.4f}" for k in ("recall@20", "precision@20", "ndcg@20") if k in test),
-        )
-        if self.out is not None:
-            self._write_outputs(metrics)
-            if last_path is not None and last_path.exists():
-                last_path.unlink()
-        return RunResult(self.out, metrics, model, self.data, self.history)
-
-    def _write_outputs(self, metrics: dict[str, Any]) -> None:
-        assert self.out is not None
-        if self.history:
-            keys: list[str] = []
-            for h in self.history:
-                keys += [k for k in h if k not in keys]
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
-            atomic_write_text(self.out / "history.csv", buf.getvalue())
-            from modalrec.plots import plot_curves
-
-            plot_curves(self.history, self.out / "curves.png", f"{metrics['model']} on {metrics['dataset']}")
-        atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2))
+        if self.primary:
+            shown = " ".join(
+                f"{k}={test[k]:.4f}" for k in ("recall@20", "precision@20", "ndcg@20") if k in test
+            )
+            log.info("best epoch %d | test %s", st.best_epoch, shown)
+        return RunResult(self.out, metrics, model, self.data, st.history, self.primary)
 
 
 def train(
-    cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = None, resume: bool = False
+    cfg: RunConfig,
+    data: Dataset | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> RunResult:
-    """Convenience wrapper: ``Trainer(cfg, data, out, resume).fit()``."""
-    return Trainer(cfg, data, Path(out) if out is not None else None, resume).fit()
+    """Convenience wrapper: ``Trainer(cfg, data, out, resume, callbacks).fit()``."""
+    return Trainer(cfg, data, Path(out) if out is not None else None, resume, callbacks).fit()

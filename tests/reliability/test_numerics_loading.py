@@ -18,12 +18,13 @@ from modalrec.data import Dataset, SyntheticConfig, make_synthetic, save_dataset
 from modalrec.data.sampling import BPRSampler
 from modalrec.errors import ModalrecError
 from modalrec.evaluate import EvalConfig, eval_chunk_size, evaluate
-from modalrec.graph import MEMORY_ENV, knn_edges
-from modalrec.models import MODELS
+from modalrec.graph import knn_edges
+from modalrec.models import MODELS, build_model
 from modalrec.models.base import TrainSettings
 from modalrec.models.lightgcn import LightGCN
 from modalrec.optim import Adam
-from modalrec.train import Trainer, build_model
+from modalrec.runtime import MEMORY_ENV
+from modalrec.train import Trainer
 
 SMALL = [
     "--set",

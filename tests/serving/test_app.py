@@ -18,9 +18,9 @@ httpx = pytest.importorskip("httpx")
 
 from modalrec.config import load_config  # noqa: E402
 from modalrec.data import Dataset  # noqa: E402
+from modalrec.models import build_model  # noqa: E402
 from modalrec.recommend import Recommender  # noqa: E402
 from modalrec.serving.app import create_app  # noqa: E402
-from modalrec.train import build_model  # noqa: E402
 
 
 def _free_port() -> int:

@@ -12,8 +12,8 @@ from modalrec.cli import main
 from modalrec.config import load_config
 from modalrec.data import Dataset, save_dataset
 from modalrec.errors import ModalrecError
+from modalrec.models import build_model
 from modalrec.recommend import Recommender
-from modalrec.train import build_model
 
 FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=1024", "--set", "train.threads=1"]
 

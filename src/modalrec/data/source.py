@@ -8,12 +8,11 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.io import SplitOptions, load_dataset
 from modalrec.data.synthetic import SyntheticConfig, make_synthetic
 from modalrec.errors import ConfigError
+from modalrec.fields import set_fields
 
 
 def synthetic_from_overrides(overrides: dict[str, Any], seed: int) -> Dataset:
     """The planted dataset with SyntheticConfig fields overridden (unknown fields are an error)."""
-    from modalrec.config import set_fields
-
     cfg = SyntheticConfig(seed=seed)
     set_fields(cfg, overrides, "data.synthetic.")
     return make_synthetic(cfg)

@@ -22,14 +22,16 @@ import io
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from modalrec.callbacks import Callback, Metrics, TrainerView
 from modalrec.config import RunConfig, dump_config, load_config, read_yaml
+from modalrec.data.dataset import Dataset
 from modalrec.errors import ConfigError, ModalrecError
 from modalrec.experiments.plots import plot_sensitivity
 from modalrec.experiments.report import _CSS, atomic_write, markdown_to_html
@@ -165,10 +167,7 @@ def tune(
         threads: torch threads per trial.
         warmup_epochs: epochs before a trial may be pruned.
     """
-    import optuna
-
     from modalrec.data.source import dataset_from_config
-    from modalrec.train import Trainer
 
     if trials < 1:
         raise ConfigError("--trials must be >= 1")
@@ -183,69 +182,12 @@ def tune(
 
     base_cfg = make_cfg({})
     for key in space:  # fail now on keys the model does not have
-        dist = space[key]
-        probe = dist["choices"][0] if dist["type"] == "categorical" else dist["low"]
-        if dist["type"] == "int":
-            probe = int(probe)
-        make_cfg({key: probe})
+        make_cfg({key: _probe(space[key])})
     dataset = dataset_from_config(base_cfg.data, base_cfg.seed)
-    metric = base_cfg.eval.metric
-    out.mkdir(parents=True, exist_ok=True)
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name="modalrec-tune",
-        storage=f"sqlite:///{(out / 'study.db').resolve()}",
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup_epochs),
-    )
+    study = _open_study(out, seed, warmup_epochs)
     done = len([t for t in study.trials if t.state.is_finished()])
-
-    def objective(trial: Any) -> float:
-        params = {k: _suggest(trial, k, d) for k, d in space.items()}
-        # TPE re-proposes finished configurations once a categorical space narrows (seen on Tiktok: 2 of 12
-        # trials were repeats); a repeat would only retrain the same seed, so it takes the earlier value.
-        for earlier in study.trials:
-            value = earlier.value
-            if (
-                earlier.state == optuna.trial.TrialState.COMPLETE
-                and value is not None
-                and earlier.params == params
-            ):
-                log.info("trial %d repeats trial %d; reusing its value", trial.number, earlier.number)
-                return float(value)
-        cfg = make_cfg(params)
-        trainer = Trainer(cfg, data=dataset, out=out / "trials" / f"{trial.number:03d}")
-        original = trainer.model.on_epoch_start
-
-        def on_epoch_start(epoch: int) -> None:
-            # After each validated epoch: report it, and stop this trial when the median rule says so.
-            if trainer.history and f"val_{metric}" in trainer.history[-1]:
-                row = trainer.history[-1]
-                value = float(row[f"val_{metric}"])
-                trial.report(value, int(row["epoch"]))
-                trial.set_user_attr("last_value", value)
-                trial.set_user_attr("epochs", int(row["epoch"]) + 1)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-            original(epoch)
-
-        trainer.model.on_epoch_start = on_epoch_start  # type: ignore[method-assign]
-        try:
-            result = trainer.fit()
-        except optuna.TrialPruned:
-            log.info("trial %d pruned at epoch %s", trial.number, trial.user_attrs.get("epochs"))
-            (trainer.out / "last.pt").unlink(missing_ok=True)  # type: ignore[operator]
-            raise
-        value = float(result.metrics["valid"][metric])
-        trial.set_user_attr("epochs", int(result.metrics["epochs_run"]))
-        trial.set_user_attr("best_epoch", int(result.metrics["best_epoch"]))
-        log.info("trial %d: val %s=%.4f %s", trial.number, metric, value, params)
-        return value
-
     if trials > done:
+        objective = _Objective(study, space, make_cfg, dataset, out, base_cfg.eval.metric)
         hide = _HideTest()
         train_log = logging.getLogger("modalrec.train")
         train_log.addFilter(hide)  # trials are judged on validation; keep their test figures off the console
@@ -253,6 +195,127 @@ def tune(
             study.optimize(objective, n_trials=trials - done, catch=())
         finally:
             train_log.removeFilter(hide)
+    return _report(study, model, space, base_cfg, make_cfg, out, command)
+
+
+def _open_study(out: Path, seed: int, warmup_epochs: int) -> Any:
+    """The study in ``out/study.db`` (created, or loaded to resume): TPE sampling, median pruning."""
+    import optuna
+
+    out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name="modalrec-tune",
+        storage=f"sqlite:///{(out / 'study.db').resolve()}",
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup_epochs),
+    )
+
+
+def _probe(dist: dict[str, Any]) -> Any:
+    """One value of a distribution (its first choice or its lower bound), to check the key early."""
+    probe = dist["choices"][0] if dist["type"] == "categorical" else dist["low"]
+    return int(probe) if dist["type"] == "int" else probe
+
+
+class OptunaPruning(Callback):
+    """Reports each validation to an Optuna trial and prunes the trial when the median rule says so.
+
+    Raises ``optuna.TrialPruned`` from ``on_validation_end``, which ends ``Trainer.fit`` (Optuna records the
+    trial as pruned, with its last reported value).
+    """
+
+    def __init__(self, trial: Any, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+
+    def on_validation_end(self, trainer: TrainerView, epoch: int, metrics: Metrics, improved: bool) -> None:
+        import optuna
+
+        value = float(metrics[self.metric])
+        self.trial.report(value, epoch)
+        self.trial.set_user_attr("last_value", value)
+        self.trial.set_user_attr("epochs", epoch + 1)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned()
+
+
+class _Objective:
+    """One Optuna trial: train the suggested configuration in trials/NNN and return its validation metric."""
+
+    def __init__(
+        self,
+        study: Any,
+        space: Space,
+        make_cfg: Callable[[dict[str, Any]], RunConfig],
+        dataset: Dataset,
+        out: Path,
+        metric: str,
+    ) -> None:
+        self.study, self.space, self.make_cfg = study, space, make_cfg
+        self.dataset, self.out, self.metric = dataset, out, metric
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+
+        from modalrec.train import Trainer
+
+        params = {k: _suggest(trial, k, d) for k, d in self.space.items()}
+        repeat = self._earlier_value(params)
+        if repeat is not None:
+            log.info("trial %d repeats an earlier trial; reusing its value", trial.number)
+            return repeat
+        run_dir = self.out / "trials" / f"{trial.number:03d}"
+        trainer = Trainer(
+            self.make_cfg(params),
+            data=self.dataset,
+            out=run_dir,
+            callbacks=[OptunaPruning(trial, self.metric)],
+        )
+        try:
+            result = trainer.fit()
+        except optuna.TrialPruned:
+            log.info("trial %d pruned at epoch %s", trial.number, trial.user_attrs.get("epochs"))
+            (run_dir / "last.pt").unlink(missing_ok=True)
+            raise
+        value = float(result.metrics["valid"][self.metric])
+        trial.set_user_attr("epochs", int(result.metrics["epochs_run"]))
+        trial.set_user_attr("best_epoch", int(result.metrics["best_epoch"]))
+        log.info("trial %d: val %s=%.4f %s", trial.number, self.metric, value, params)
+        return value
+
+    def _earlier_value(self, params: dict[str, Any]) -> float | None:
+        """The value of a finished trial with the same parameters, if any.
+
+        TPE re-proposes finished configurations once a categorical space narrows (seen on Tiktok: 2 of 12
+        trials were repeats); a repeat would only retrain the same seed, so it takes the earlier value.
+        """
+        import optuna
+
+        for earlier in self.study.trials:
+            if (
+                earlier.state == optuna.trial.TrialState.COMPLETE
+                and earlier.value is not None
+                and earlier.params == params
+            ):
+                return float(earlier.value)
+        return None
+
+
+def _report(
+    study: Any,
+    model: str,
+    space: Space,
+    base_cfg: RunConfig,
+    make_cfg: Callable[[dict[str, Any]], RunConfig],
+    out: Path,
+    command: str,
+) -> TuneResult:
+    """Write best.yaml, trials.csv, sensitivity.png, tune.md and report.html; the chosen trial's result."""
+    import optuna
+
+    metric = base_cfg.eval.metric
     rows = _trial_rows(study)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:

@@ -1,7 +1,13 @@
-"""The model registry: a plain dict from name to class (no import magic)."""
+"""The model registry: a plain dict from name to class (no import magic), and model construction."""
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
+import torch
+
+from modalrec.data.dataset import Dataset
+from modalrec.fields import set_fields
 from modalrec.models.base import Embeddings, Model
 from modalrec.models.clcrec import CLCRec
 from modalrec.models.grcn import GRCN
@@ -47,4 +53,33 @@ MODELS: dict[str, type[Model]] = {
     "itemknn_cbf": ItemKNNCBF,
 }
 
-__all__ = ["MODELS", "Embeddings", "Model"]
+
+class ModelSpec(Protocol):
+    """What :func:`build_model` reads from a run configuration (``modalrec.config.RunConfig`` has all three)."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def model(self) -> dict[str, Any]: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
+def model_config(model_cls: type[Model], params: dict[str, Any]) -> Any:
+    """The model's Config dataclass with ``params`` (minus "name") applied and type-checked (ConfigError)."""
+    cfg = model_cls.Config()
+    set_fields(cfg, {k: v for k, v in params.items() if k != "name"}, "model.")
+    return cfg
+
+
+def build_model(spec: ModelSpec, data: Dataset, device: torch.device) -> Model:
+    """Instantiate the configured model on ``data`` with the run seed's initial weights, on ``device``."""
+    model_cls = MODELS[spec.model_name]
+    cfg = model_config(model_cls, spec.model)
+    torch.manual_seed(spec.seed)
+    return model_cls(data, cfg).to(device)
+
+
+__all__ = ["MODELS", "Embeddings", "Model", "ModelSpec", "build_model", "model_config"]

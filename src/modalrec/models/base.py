@@ -1,4 +1,4 @@
-"""The model contract every recommender implements (see DESIGN.md).
+"""The model contract every recommender implements (docs/architecture.md describes it with an example).
 
 A model owns its graphs and feature tensors as buffers, so ``.to(device)`` moves everything; it never reads files.
 The trainer only calls ``forward``, ``loss``, ``score`` and the optional hooks below.

@@ -34,7 +34,7 @@ from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
-from modalrec.edge_pattern import EdgePattern
+from modalrec.graph.edge_pattern import EdgePattern
 from modalrec.losses import bpr_loss, l2_reg
 from modalrec.models.base import Embeddings, Model
 

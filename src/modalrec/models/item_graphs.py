@@ -21,6 +21,7 @@ from the current weights, so a restored best state never uses a stale graph.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,9 +32,10 @@ from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
+from modalrec.dispatch import use_fast_path
 from modalrec.errors import ConfigError
 from modalrec.graph import knn_edges, normalize_edges, normalized_adjacency, propagate, sparse_mm, spmm_edges
-from modalrec.losses import MAX_UNSHIFTED_LOGIT, bpr_loss, l2_reg
+from modalrec.losses import MAX_UNSHIFTED_LOGIT, bpr_loss, l2_reg, recompute_in_backward
 from modalrec.models.base import Embeddings, Model
 
 
@@ -261,8 +263,22 @@ def _directional_infonce(
     total = anchor.new_zeros(())
     for start in range(0, anchors.shape[0], chunk_size):
         idx = anchors[start : start + chunk_size]
-        total = total + _TwoSetNceBlock.apply(anchor.index_select(0, idx), idx, anchor, other, 1.0 / tau)
+        a = anchor.index_select(0, idx)
+        if use_fast_path(a, anchor, other):
+            total = total + _TwoSetNceBlock.apply(a, idx, anchor, other, 1.0 / tau)
+        else:
+            block = functools.partial(_two_set_reference, idx, 1.0 / tau)
+            total = total + recompute_in_backward(block, a, anchor, other)
     return total
+
+
+def _two_set_reference(
+    idx: torch.Tensor, inv_tau: float, a: torch.Tensor, anchor: torch.Tensor, other: torch.Tensor
+) -> torch.Tensor:
+    """The reference path of :class:`_TwoSetNceBlock`: the same sum through ``logsumexp``, autograd's backward."""
+    between, within = _two_set_logits(a * inv_tau, idx, anchor, other)
+    lse = torch.logaddexp(torch.logsumexp(between, dim=1), torch.logsumexp(within, dim=1))
+    return (lse - (a * other.index_select(0, idx)).sum(dim=1) * inv_tau).sum()
 
 
 class _TwoSetNceBlock(torch.autograd.Function):

@@ -31,7 +31,6 @@ class LATTICE(ItemGraphModel):
 
     name = "lattice"
     modalities = "any"
-    test_epochs: ClassVar[int] = 6  # the shared behavioural test: enough to beat popularity on `tiny`
     variants: ClassVar[dict[str, dict[str, Any]]] = {"CF": {"plugin": False}}
 
     @dataclass

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.batch_rows import batch_local_indices, layer_mean_batch_rows
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.graph import bipartite_layer_mean, normalized_interactions
+from modalrec.graph.batch_rows import batch_local_indices, layer_mean_batch_rows
 from modalrec.models.base import Embeddings, Model, bpr_terms_on_rows
 
 

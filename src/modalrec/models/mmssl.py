@@ -61,7 +61,7 @@ from torch import nn
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError, ModalrecError
-from modalrec.graph import MEMORY_ENV, memory_budget, normalized_interactions, scipy_to_torch, sparse_mm
+from modalrec.graph import normalized_interactions, scipy_to_torch, sparse_mm
 from modalrec.losses import bpr_loss, gradient_penalty, info_nce, l2_reg, recompute_in_backward
 from modalrec.models.base import Embeddings, Model, TrainSettings
 from modalrec.models.mmssl_parts import (
@@ -73,6 +73,7 @@ from modalrec.models.mmssl_parts import (
     topk_relations,
 )
 from modalrec.optim import Adam, AdamW
+from modalrec.runtime import MEMORY_ENV, memory_budget
 
 VARIANTS = ("full", "wo_asl", "wo_cl", "wo_gt", "rp_gae")
 
@@ -149,7 +150,6 @@ class MMSSL(Model):
         variant: str = "full"  # ablation: full | wo_asl | wo_cl | wo_gt | rp_gae (paper Table 3)
         relation_chunk: int = 512  # users per [chunk, I] block when building the Eq. 8 graphs
 
-    test_epochs: ClassVar[int] = 10
     indptr: torch.Tensor
     indices: torch.Tensor
     view_items: torch.Tensor

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.graph import fit_chunk
+from modalrec.runtime import fit_chunk
 
 
 def gumbel_transform(

@@ -28,7 +28,6 @@ batch; λ1 keeps its meaning as the ratio of the two terms.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,9 +80,6 @@ class SGL(Model):
 
     name = "sgl"
     modalities = ()
-    # The shared behavioural test's short budget: at lr 1e-3 the InfoNCE term dominates the first hundreds of
-    # steps from a small initialisation and BPR stalls near ln 2 (also seen on amazon-baby); lr 1e-2 trains.
-    test_settings: ClassVar[tuple[str, ...]] = ("train.lr=0.01",)
     r_hat: torch.Tensor  # [U, I] user-item block R̂ of the normalised adjacency Â (sparse CSR buffer)
     r_hat_t: torch.Tensor  # [I, U] its transpose
 

@@ -11,7 +11,8 @@ A BPR step reads the final embeddings of the batch's users S and items T only (o
   comes out of one backward pass, with no [U, d] zero tables and accumulations for the row gathers.
 
 The outputs and every gradient equal those of :func:`modalrec.graph.bipartite_layer_mean` followed by row
-selections (tests/test_batch_rows.py); only the summation order differs.
+selections (tests/test_batch_rows.py); only the summation order differs. That composition is also the reference
+path, taken off the CPU (see :mod:`modalrec.dispatch`).
 
 Why this is exact: with Â symmetric, the layer mean M = (1/(K+1)) Σ_k Â^k is self-adjoint, and restricting its
 output to rows S is S·M, whose adjoint M·Sᵀ is the layer mean applied to the zero-padded gradient.
@@ -24,7 +25,8 @@ from typing import Any, NamedTuple
 import torch
 
 from modalrec.data.sampling import Batch
-from modalrec.graph import bipartite_hop, spmm_into
+from modalrec.dispatch import use_fast_path
+from modalrec.graph.propagation import bipartite_hop, layer_mean_reference, spmm_into
 
 
 class BatchRows(NamedTuple):
@@ -191,6 +193,14 @@ def layer_mean_batch_rows(
     ``bipartite_layer_mean(...)[0][user_rows]``, ``[1][item_rows]``, ``users[user_rows]``, ``items[item_rows]``,
     with the same gradients.
     """
+    if not use_fast_path(r, r_t, users, items, user_rows, item_rows):
+        out_u, out_i = layer_mean_reference(r, r_t, users, items, n_layers)
+        return BatchRows(
+            out_u.index_select(0, user_rows),
+            out_i.index_select(0, item_rows),
+            users.index_select(0, user_rows),
+            items.index_select(0, item_rows),
+        )
     if not (users.requires_grad or items.requires_grad):
         sub, _ = csr_rows(r, user_rows)
         return _forward(r, r_t, sub, users, items, n_layers, user_rows, item_rows)
