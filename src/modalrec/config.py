@@ -15,6 +15,7 @@ wrong types are errors that list the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from modalrec.config_ranges import check_run_config
 from modalrec.errors import ConfigError
 from modalrec.evaluate import EvalConfig
 
@@ -87,6 +89,15 @@ class RunConfig:
 # ---- type-checked assignment ----------------------------------------------------------------------------------
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60
+
+
+def _show(value: Any) -> str:
+    """A short repr for error messages: a YAML alias bomb expands to a huge value whose full repr never ends."""
+    return _REPR.repr(value)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
@@ -108,25 +119,25 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{key}: {value!r} does not match {_type_name(tp)}")
+        raise ConfigError(f"{key}: {_show(value)} does not match {_type_name(tp)}")
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_show(value)}")
         args = typing.get_args(tp)
         inner = args[0] if args else Any
         items = [coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {_show(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {_show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
         return value
     if tp is float:
         if isinstance(value, str):
@@ -136,11 +147,11 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_show(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {_show(value)}")
         return value
     return value
 
@@ -208,9 +219,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         with p.open(encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config ({exc.strerror})") from None
+        raise ConfigError(f"{p}: cannot read config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not a UTF-8 text file (byte {exc.start}); a config must be YAML text"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: malformed YAML ({exc})") from None
+        raise ConfigError(f"{p}: malformed YAML ({' '.join(str(exc).split())[:300]})") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply to be a config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -233,8 +250,8 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     if not isinstance(model, dict):
         raise ConfigError("'model' must be a mapping with a 'name' and hyper-parameters")
     name = model.get("name", cfg.model_name)
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    if not isinstance(name, str) or name not in MODELS:
+        raise ConfigError(f"unknown model {_show(name)}; available: {', '.join(MODELS)}")
     model = {**model, "name": name}
     build_model_config(MODELS[name], model)  # validates keys and types now, before any training
     cfg.model = model
@@ -253,19 +270,8 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
 
 def validate(cfg: RunConfig) -> None:
     """Value checks that do not need the data."""
+    check_run_config(cfg)  # every numeric range, with the valid range in the message
     t = cfg.train
-    if t.epochs < 0 or t.batch_size < 1 or t.patience < 1 or t.eval_every < 1:
-        raise ConfigError("train.epochs must be >= 0 and train.batch_size, patience, eval_every >= 1")
-    if t.max_batches < 0:
-        raise ConfigError(f"train.max_batches must be >= 0 (0 = whole epochs), got {t.max_batches}")
-    if not 0 < t.lr < 1e6:  # also refuses nan/inf; an absurd lr overflows inside the optimiser
-        raise ConfigError(f"train.lr must be positive (and below 1e6), got {t.lr}")
-    for name in ("weight_decay", "grad_clip", "lr_gamma"):
-        value = getattr(t, name)
-        if not 0 <= value < float("inf"):
-            raise ConfigError(f"train.{name} must be a finite number >= 0, got {value}")
-    if not 0.0 <= t.ema < 1.0:  # also refuses nan
-        raise ConfigError(f"train.ema must be in [0, 1) (0 = no weight averaging), got {t.ema}")
     if t.optimizer not in ("adam", "adamw"):
         raise ConfigError(f"train.optimizer must be 'adam' or 'adamw', not {t.optimizer!r}")
     if t.lr_schedule not in ("none", "step", "cosine"):
@@ -317,16 +323,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             continue
         if key == "model_name":
             model = raw.get("model", {})
-            model = {"name": model} if isinstance(model, str) else dict(model or {})
+            model = {"name": model} if isinstance(model, str) else dict(_section(raw, "model"))
             model["name"] = value
             raw["model"] = model
         elif key in ("data_path",):
-            raw.setdefault("data", {})["path"] = value
+            raw["data"] = {**_section(raw, "data"), "path": value}
         elif key == "protocol":
-            raw.setdefault("eval", {})["protocol"] = value
+            raw["eval"] = {**_section(raw, "eval"), "protocol": value}
         else:
             raw[key] = value
     return config_from_dict(raw)
+
+
+def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    """``raw[key]`` as a mapping (missing or empty: {}); anything else is a ConfigError naming the section."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{key}' must be a mapping of settings, got {_show(value)}")
+    return value
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -29,6 +29,10 @@ class UnknownIdError(ModalrecError, KeyError):
         return str(self.args[0]) if self.args else "unknown id"
 
 
+class DuplicateIdError(ModalrecError):
+    """An item id given to ``add_items`` that already exists (the service answers 409 Conflict)."""
+
+
 def load_run(
     run_dir: str | Path, data_path: str | None = None, data: Dataset | None = None
 ) -> tuple[Model, Dataset, dict[str, Any]]:
@@ -114,7 +118,7 @@ class Recommender:
             raise ModalrecError("add_items got the same item id twice")
         known = [r for r in ids if r in self._added or self._known_item(r)]
         if known:
-            raise ModalrecError(f"item id {known[0]!r} already exists")
+            raise DuplicateIdError(f"item id {known[0]!r} already exists")
         for name, x in features.items():
             if np.asarray(x).ndim != 2 or len(x) != len(ids):
                 raise ModalrecError(f"feature '{name}' must have shape [{len(ids)}, d], got {np.shape(x)}")

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from modalrec import run_folder
 from modalrec.checkpoint import atomic_write_text, load_checkpoint, load_state, save_checkpoint
 from modalrec.config import RunConfig, build_model_config, check_against_data, dump_config
 from modalrec.data.dataset import Dataset
@@ -174,15 +175,15 @@ class Trainer:
     def _fit(self) -> RunResult:
         cfg, t, model = self.cfg, self.cfg.train, self.model
         if self.out is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
-            for stale in self.out.glob(".*.pt.*"):
-                stale.unlink(missing_ok=True)  # temp files of a write that a kill interrupted; never read
-            atomic_write_text(self.out / "config.yaml", dump_config(cfg))
             finished = self.out / "metrics.json"
             if self.resume and finished.exists():
                 log.info("run in %s already finished; reporting its metrics", self.out)
+                # [run_folder] a truncated metrics.json is a clear error, not a JSONDecodeError
+                metrics = run_folder.read_metrics(finished)
                 load_state(model, load_checkpoint(self.out / "checkpoint.pt")["state_dict"], self.out)
-                return RunResult(self.out, json.loads(finished.read_text()), model, self.data)
+                return RunResult(self.out, metrics, model, self.data)
+            # [run_folder] the run really starts: config.yaml is written now (atomically), not before
+            run_folder.start(self.out, dump_config(cfg), fresh=not self.resume)
         optimizers = model.configure_optimizers(self._settings()) if model.trainable else []
         schedulers = self._schedulers(optimizers)
         sampler = BPRSampler(self.data.train, t.batch_size, cfg.seed, t.sampler)
@@ -192,7 +193,10 @@ class Trainer:
         start = 0
         last_path = self.out / "last.pt" if self.out is not None else None
         if self.resume and last_path is not None and last_path.exists():
-            ckpt = load_checkpoint(last_path)
+            # [run_folder] a last.pt without the whole training state is a clear error, not a KeyError
+            ckpt = run_folder.resume_state(
+                load_checkpoint(last_path), last_path, len(optimizers), len(schedulers)
+            )
             load_state(model, ckpt["state_dict"], last_path)
             for opt, st in zip(optimizers, ckpt["optimizers"], strict=True):
                 opt.load_state_dict(st)
@@ -204,7 +208,7 @@ class Trainer:
                 average = ParameterAverage(model, t.ema)
             start = ckpt["epoch"] + 1
             best_score, best_epoch, bad = ckpt["best_score"], ckpt["best_epoch"], ckpt["bad"]
-            self.history = json.loads(ckpt["history"])
+            self.history = ckpt["history"]
             best_path = self.out / "checkpoint.pt"  # type: ignore[operator]
             if best_path.exists():
                 best_state = load_checkpoint(best_path)["state_dict"]

@@ -16,8 +16,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -25,6 +23,7 @@ from typing import TextIO
 import numpy as np
 import scipy.sparse as sp
 
+from modalrec.atomic import atomic_dir, check_output_path
 from modalrec.data.dataset import Dataset, pairs_to_csr
 from modalrec.data.split import split_interactions
 from modalrec.errors import DataError
@@ -556,11 +555,10 @@ def _write_pairs(path: Path, data: Dataset, mats: list[sp.csr_matrix]) -> None:
 def save_dataset(data: Dataset, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write ``data`` in the canonical format, atomically: a temporary folder renamed into place."""
     target = Path(out)
+    check_output_path(target, folder=True)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise DataError("output folder exists and is not empty (use --overwrite)", target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target, overwrite=True) as tmp:
         (tmp / "split").mkdir()
         _write_pairs(tmp / "interactions.csv", data, [data.train, data.val, data.test])
         for part, mat in (("train", data.train), ("val", data.val), ("test", data.test)):
@@ -571,10 +569,4 @@ def save_dataset(data: Dataset, out: str | os.PathLike[str], overwrite: bool = F
             writer.writerows([i] for i in data.item_ids)
         for name, feats in data.features.items():
             np.save(tmp / f"{name}.npy", feats.astype(np.float32), allow_pickle=False)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
