@@ -316,6 +316,10 @@ def check_against_data(cfg: RunConfig, n_items: int, modalities: list[str]) -> N
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **top: Any) -> RunConfig:
     """YAML file (optional) + ``--set`` overrides + explicit top-level values (e.g. model name, seed)."""
     raw = read_yaml(path) if path else {}
+    for section in ("data", "train", "eval"):
+        _section(raw, section)  # a scalar section must not be silently replaced by a --set override
+    if not isinstance(raw.get("model"), str):
+        _section(raw, "model")
     extra = parse_overrides(overrides or [])
     raw = merge(raw, extra)
     for key, value in top.items():

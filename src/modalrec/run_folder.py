@@ -16,6 +16,7 @@ Every file goes through ``modalrec.atomic``, so run-folder files get the same pe
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,21 @@ def start(out: Path, config_text: str, fresh: bool) -> None:
             if name != "log.txt":  # the log handler of this attempt is already open
                 (out / name).unlink(missing_ok=True)
     atomic_write_text(out / "config.yaml", config_text)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def metrics_json(metrics: dict[str, Any]) -> str:
+    """``metrics.json`` text in strict JSON: NaN/inf (e.g. the metric of an empty user group) become ``null``."""
+    return json.dumps(_finite_or_none(metrics), indent=2, allow_nan=False)
 
 
 def read_metrics(path: Path) -> dict[str, Any]:

@@ -355,7 +355,8 @@ class Trainer:
             from modalrec.plots import plot_curves
 
             plot_curves(self.history, self.out / "curves.png", f"{metrics['model']} on {metrics['dataset']}")
-        atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2))
+        # [run_folder] strict JSON: a metric of an empty user group is null, not a bare NaN
+        atomic_write_text(self.out / "metrics.json", run_folder.metrics_json(metrics))
 
 
 def train(
