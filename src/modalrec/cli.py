@@ -371,6 +371,10 @@ COMMANDS = {
 
 
 MAX_ERROR_CHARS = 1000
+OUT_OF_MEMORY = (
+    "out of memory: a setting asks for more than this machine has (model or data sizes, eval.chunk_size); "
+    "lower it, or set MODALREC_MEMORY_BUDGET to what this machine has"
+)
 
 
 def _error(message: str) -> int:
@@ -407,9 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         return _error(f"{where}{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, 'OSError')})")
     except MemoryError:
-        return _error(
-            "out of memory; lower the data size or set MODALREC_MEMORY_BUDGET to what this machine has"
-        )
+        return _error(OUT_OF_MEMORY)
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc) and "not enough memory" not in str(exc):
+            raise  # a bug: keep the traceback
+        return _error(OUT_OF_MEMORY)  # torch reports a failed allocation as RuntimeError
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
