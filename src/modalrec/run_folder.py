@@ -25,8 +25,16 @@ import yaml
 from modalrec.atomic import atomic_write_text, check_output_path
 from modalrec.errors import ModalrecError
 
-# Settings that may change between an interrupted run and its resume without changing what is computed.
-VOLATILE = {("train", "threads"), ("train", "progress"), ("eval", "chunk_size"), ("device",)}
+# Settings that may change between an interrupted run and its resume: those that do not change what is computed,
+# and the stopping rule (``--resume --set train.epochs=N`` extends or finalises a stopped run, a documented use).
+VOLATILE = {
+    ("train", "threads"),
+    ("train", "progress"),
+    ("eval", "chunk_size"),
+    ("device",),
+    ("train", "epochs"),
+    ("train", "patience"),
+}
 # Outputs of a finished run, removed when ``--overwrite`` replaces it.
 OUTPUTS = ("metrics.json", "history.csv", "curves.png", "checkpoint.pt", "last.pt", "log.txt", "config.yaml")
 # What ``last.pt`` must hold to resume.

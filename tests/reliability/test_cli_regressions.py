@@ -262,14 +262,19 @@ def test_write_failure_keeps_previous_files(
     capsys.readouterr()
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    run = tmp_path / "run"
     try:
         code_export = main(["-q", "export", "--run", str(finished), "--out", str(export)])
         code_convert = main(["-q", "data", "convert", str(folder), "--out", str(conv), "--overwrite"])
+        code_train = main(["-q", "train", "--model", "mf", "--data", str(folder), "--out", str(run), *TRAIN])
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     err = capsys.readouterr().err
-    assert (code_export, code_convert) == (2, 2) and "Traceback" not in err, err
-    assert err.count("error:") == 2 and "EFBIG" in err
+    assert (code_export, code_convert, code_train) == (2, 2, 2) and "Traceback" not in err, err
+    assert err.count("error:") == 3 and err.count("EFBIG") == 3
+    assert not [
+        p for p in run.iterdir() if p.name.startswith(".")
+    ]  # the failed checkpoint write left no temp file
     assert export.read_bytes() == before and snapshot(conv) == conv_before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
@@ -290,6 +295,8 @@ def test_finished_run_is_not_overwritten_and_resume_must_match(
     fails_cleanly(["-q", *base, "--model", "lightgcn", "--resume", "--seed", "5"], capsys, "seed: 0 -> 5")
     assert snapshot(finished) == before  # config.yaml included: nothing rewritten by refused attempts
     assert main(["-q", *base, "--model", "lightgcn", "--resume"]) == 0  # same settings: re-reported
+    # the stopping rule may change (documented: `--resume --set train.epochs=N` extends a stopped run)
+    assert main(["-q", *base, "--model", "lightgcn", "--resume", "--set", "train.epochs=3"]) == 0
     after = snapshot(finished)
     assert after.pop("log.txt").startswith(
         before.pop("log.txt")
