@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=arg_int(0, 1_000_000), default=15)
     p.add_argument("--out", default="runs/demo")
 
+    _add_data_commands(sub)
+    _register_extensions(sub)
+    return parser
+
+
+def _add_data_commands(sub: Any) -> None:
+    """``modalrec data stats|validate|convert|split|synth``."""
     data = sub.add_parser("data", help="inspect, check, convert, split or generate datasets")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     for name, text in (
@@ -127,8 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--interactions", type=int, default=60000)
     q.add_argument("--seed", type=arg_int(0, SEED_LIMIT - 1), default=0)
     q.add_argument("--overwrite", action="store_true")
-    _register_extensions(sub)
-    return parser
 
 
 # Modules that add their own subcommands: each defines ``add_commands(subparsers) -> dict[name, handler]``
@@ -304,47 +309,55 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
     if action == "split":
-        from modalrec.data.io import SplitOptions, read_interactions_csv
-
-        parts = _ratios(args.ratios)
-        ratios = (parts[0], parts[1], parts[2])
-        src = Path(args.path)
-        if (src / "split").exists():
-            # Re-split a folder that ships a split: pool its interactions first.
-            from modalrec.data.dataset import Dataset
-
-            pooled = load_dataset(src)
-            union = pooled.train + pooled.val + pooled.test
-            from modalrec.data.split import split_interactions
-
-            coo = union.tocoo()
-            tr, va, te = split_interactions(
-                coo.row, coo.col, pooled.n_users, pooled.n_items, args.method, ratios, args.seed
-            )
-            data = Dataset(pooled.name, pooled.user_ids, pooled.item_ids, tr, va, te, pooled.features)
-        else:
-            read_interactions_csv(src / "interactions.csv")  # fail early with a clear message
-            data = load_dataset(src, "canonical", SplitOptions(args.method, ratios, args.seed))
-        out = save_dataset(data, args.out, overwrite=args.overwrite)
-        print(f"wrote {out} ({data.train.nnz}/{data.val.nnz}/{data.test.nnz} train/val/test)")
-        return 0
+        return _data_split(args)
     if action == "synth":
-        from modalrec.config_ranges import SYNTHETIC, check_value
-        from modalrec.data import SyntheticConfig, make_synthetic
-
-        for flag, field_name in (
-            ("--users", "n_users"),
-            ("--items", "n_items"),
-            ("--interactions", "n_interactions"),
-        ):
-            check_value(flag, getattr(args, flag[2:]), SYNTHETIC[field_name])
-        cfg = SyntheticConfig(
-            n_users=args.users, n_items=args.items, n_interactions=args.interactions, seed=args.seed
-        )
-        out = save_dataset(make_synthetic(cfg), args.out, overwrite=args.overwrite)
-        print(f"wrote {out}")
-        return 0
+        return _data_synth(args)
     raise AssertionError(action)
+
+
+def _data_split(args: argparse.Namespace) -> int:
+    from modalrec.data import load_dataset, save_dataset
+    from modalrec.data.io import SplitOptions, read_interactions_csv, validate_splits
+
+    parts = _ratios(args.ratios)
+    ratios = (parts[0], parts[1], parts[2])
+    src = Path(args.path)
+    if (src / "split").exists():
+        # Re-split a folder that ships a split: pool its interactions first.
+        from modalrec.data.dataset import Dataset
+        from modalrec.data.split import split_interactions
+
+        pooled = load_dataset(src)
+        coo = (pooled.train + pooled.val + pooled.test).tocoo()
+        tr, va, te = split_interactions(
+            coo.row, coo.col, pooled.n_users, pooled.n_items, args.method, ratios, args.seed
+        )
+        data = Dataset(pooled.name, pooled.user_ids, pooled.item_ids, tr, va, te, pooled.features)
+        validate_splits(data, src)  # never write a dataset that `data validate` would reject
+    else:
+        read_interactions_csv(src / "interactions.csv")  # fail early with a clear message
+        data = load_dataset(src, "canonical", SplitOptions(args.method, ratios, args.seed))
+    out = save_dataset(data, args.out, overwrite=args.overwrite)
+    print(f"wrote {out} ({data.train.nnz}/{data.val.nnz}/{data.test.nnz} train/val/test)")
+    return 0
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from modalrec.config_ranges import SYNTHETIC, check_value
+    from modalrec.data import SyntheticConfig, make_synthetic, save_dataset
+
+    for flag, field_name in (
+        ("--users", "n_users"),
+        ("--items", "n_items"),
+        ("--interactions", "n_interactions"),
+    ):
+        check_value(flag, getattr(args, flag[2:]), SYNTHETIC[field_name])
+    cfg = SyntheticConfig(
+        n_users=args.users, n_items=args.items, n_interactions=args.interactions, seed=args.seed
+    )
+    out = save_dataset(make_synthetic(cfg), args.out, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
 
 
 def _ratios(text: str) -> list[float]:

@@ -189,6 +189,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        except RecursionError:
+            raise ConfigError(f"--set {key}: value nested too deeply") from None
         parts = key.strip().split(".")
         if any(not p for p in parts):
             raise ConfigError(f"--set key {key!r} is malformed")

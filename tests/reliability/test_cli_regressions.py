@@ -111,6 +111,7 @@ def test_symlink_loop_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         (["serve", "--run", "{tmp}", "--port", "-1"], "--port"),
         (["compare", "--models", "mf", "--jobs", "-3"], "--jobs"),
         (["train", "--model", "lightgcn", "--ddp=-1"], "--ddp"),
+        (["train", "--model", "mf", "--set", "train.lr=" + "[" * 3000 + "]" * 3000], "nested too deeply"),
     ],
 )
 def test_bad_values_are_one_line(

@@ -356,6 +356,13 @@ def _check_splits(
             )
 
 
+def validate_splits(data: Dataset, folder: Path) -> None:
+    """The split invariants ``load_dataset`` checks (non-empty splits, held-out pairs not in train) for a built
+    ``data``; ``folder`` is named in the error."""
+    ids = ([str(u) for u in data.user_ids], [str(i) for i in data.item_ids])
+    _check_splits(data.name, folder, data.train, data.val, data.test, ids)
+
+
 def _find_pair_line(path: Path, user: str, item: str) -> int | None:
     """The 1-based line of ``path`` whose fields hold both ``user`` and ``item`` (for error messages only)."""
     try:
