@@ -312,8 +312,8 @@ def test_fuzz_run_commands(world: dict[str, Path], data: st.DataObject) -> None:
                 st.sampled_from([[], ["--split", "val"], ["--split", "x"], ["--protocol", "paper"]])
             )
         if command == "recommend":
-            users = data.draw(st.lists(st.sampled_from(["0", "1", "u", "", "../x", "٣", "1_0", "x" * 300]), min_size=1,
-                                       max_size=3))  # fmt: skip
+            ids = st.sampled_from(["u0", "u1", "u39", "0", "u", "", "../x", "٣", "1_0", "x" * 300])
+            users = data.draw(st.lists(ids, min_size=1, max_size=3))
             for u in users:
                 argv += ["--user", u]
             argv += [
@@ -325,7 +325,7 @@ def test_fuzz_run_commands(world: dict[str, Path], data: st.DataObject) -> None:
             argv += data.draw(st.sampled_from([[], ["--format", "parquet"], ["--format", "csv"]]))
             outs = [tmp / "e.npz", world["file"], world["file"] / "x", tmp / "e", run / "checkpoint.pt"]
             argv += ["--out", str(data.draw(st.sampled_from(outs)))]
-        if data.draw(st.booleans()):
+        if data.draw(st.integers(0, 3)) == 0:
             argv += ["--data", _path(data.draw, world, tmp)]
         run_case(command, argv, tmp)
         after = _snapshot(run)
@@ -339,6 +339,25 @@ def test_fuzz_data_commands(world: dict[str, Path], data: st.DataObject) -> None
     with case_dir(world) as tmp:
         action = data.draw(st.sampled_from(["stats", "validate", "convert", "split", "synth"]))
         argv = ["data", action]
+        if data.draw(st.booleans()):  # a plausible case, which must succeed or fail cleanly on its own merits
+            argv += [] if action == "synth" else [str(world["data"])]
+            argv += [] if action in ("stats", "validate") else ["--out", str(tmp / "o")]
+            argv += (
+                ["--ratios", data.draw(st.sampled_from(["0.8,0.1,0.1", "0.6,0.2,0.2"]))]
+                if action == "split"
+                else []
+            )
+            argv += (
+                ["--method", data.draw(st.sampled_from(["ratio", "loo", "temporal"]))]
+                if action == "split"
+                else []
+            )
+            argv += ["--users", "30", "--items", "20", "--interactions", "200"] if action == "synth" else []
+            argv += (
+                ["--seed", str(data.draw(st.integers(0, 2**32 - 1)))] if action in ("split", "synth") else []
+            )
+            run_case(f"data-{action}", argv, tmp)
+            return
         if action != "synth":
             argv.append(_path(data.draw, world, tmp))
             argv += data.draw(
