@@ -34,7 +34,7 @@ def test_yaml_file_and_precedence(tmp_path: Path) -> None:
         (["train.lrr=1"], "unknown key 'train.lrr'; valid keys: train.epochs"),
         (["model.n_layerz=1"], "unknown key 'model.n_layerz'"),
         (["model.n_layers=two"], "model.n_layers: expected an integer"),
-        (["train.lr=-1"], "train.lr must be positive"),
+        (["train.lr=-1"], "train.lr must be a finite number in (0, "),
         (["eval.metric=recall@7"], "eval.metric"),
         (["eval.protocol=weird"], "eval.protocol must be one of"),
         (["foo.bar=1"], "unknown config section 'foo'"),

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -42,13 +41,15 @@ from typing import Any, Protocol
 
 import torch
 
-from modalrec.checkpoint import atomic_write_text, save_checkpoint
+from modalrec.atomic import atomic_write_text
+from modalrec.checkpoint import save_checkpoint
 from modalrec.config import RunConfig
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.ema import ParameterAverage
 from modalrec.models.base import Model
 from modalrec.optim import Adam, LRSchedule
+from modalrec.run_folder import metrics_json
 
 log = logging.getLogger("modalrec.train")
 
@@ -214,7 +215,7 @@ class RunFolder(Callback):
         if not self.best_written and st.best_state is not None:  # never validated: the final weights
             save_checkpoint(self.out / "checkpoint.pt", trainer.payload(st.best_state, st.best_epoch))
         write_history(st.history, self.out, f"{result.metrics['model']} on {result.metrics['dataset']}")
-        atomic_write_text(self.out / "metrics.json", json.dumps(result.metrics, indent=2))
+        atomic_write_text(self.out / "metrics.json", metrics_json(result.metrics))  # strict JSON: NaN -> null
         (self.out / "last.pt").unlink(missing_ok=True)
 
 

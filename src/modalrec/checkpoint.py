@@ -1,41 +1,22 @@
 """Safe checkpoint files: plain dicts of tensors, numbers, strings and lists, loaded with ``weights_only=True``.
 
-Writes go to a temporary file in the same folder and are renamed into place, so a kill at any moment leaves the
-previous file intact.
+Writes go through ``modalrec.atomic`` (temporary file + rename), so a kill at any moment leaves the previous
+file intact. ``atomic_write_bytes``/``atomic_write_text`` are re-exported here for older imports.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from modalrec.atomic import atomic_write_bytes, atomic_write_text
 from modalrec.errors import ModalrecError
 
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call ``write(file_handle)`` on a temp file next to ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text atomically (temp file + rename)."""
-    atomic_write_bytes(path, lambda fh: fh.write(text.encode("utf-8")))
+__all__ = ["atomic_write_bytes", "atomic_write_text", "load_checkpoint", "load_state", "save_checkpoint"]
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from modalrec.config_ranges import SEED_LIMIT, arg_int
 from modalrec.errors import ModalrecError
 from modalrec.runtime import tune_allocator
 
@@ -37,7 +39,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default=None, choices=["auto", "cpu", "cuda"], help="where to train (default auto)"
     )
-    p.add_argument("--seed", type=int, default=None, help="seed for splits, sampling and initialisation")
+    p.add_argument(
+        "--seed",
+        type=arg_int(0, SEED_LIMIT - 1),
+        default=None,
+        help="seed for splits, sampling and initialisation",
+    )
     p.add_argument(
         "--protocol", default=None, choices=["standard", "paper"], help="evaluation protocol preset"
     )
@@ -60,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--out", default=None, help="run folder (default runs/<model>_<data>_seed<N>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
     p.add_argument(
         "--ddp",
-        type=int,
+        type=arg_int(0, 1024),
         default=0,
         metavar="N",
         help="train data-parallel on N local processes (torchrun; gloo on CPU, nccl on GPU)",
@@ -77,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recommend", help="top-K items for a user, in raw ids")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--user", required=True, action="append", help="raw user id (repeatable)")
-    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--k", type=arg_int(1, 100_000), default=20)
     p.add_argument("--data", default=None, help="dataset folder if it moved since training")
     p.add_argument("--include-seen", action="store_true", help="do not exclude the user's training items")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -88,9 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="compare models on the embedded synthetic data (a few minutes on 2 cores)"
     )
     p.add_argument("--models", default=None, help="comma-separated models (default: a representative set)")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=arg_int(0, 1_000_000), default=15)
     p.add_argument("--out", default="runs/demo")
 
+    _add_data_commands(sub)
+    _register_extensions(sub)
+    return parser
+
+
+def _add_data_commands(sub: Any) -> None:
+    """``modalrec data stats|validate|convert|split|synth``."""
     data = sub.add_parser("data", help="inspect, check, convert, split or generate datasets")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     for name, text in (
@@ -111,17 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True)
     q.add_argument("--method", default="ratio", choices=["ratio", "loo", "temporal"])
     q.add_argument("--ratios", default="0.8,0.1,0.1", help="train,val,test shares")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=arg_int(0, SEED_LIMIT - 1), default=0)
     q.add_argument("--overwrite", action="store_true")
     q = dsub.add_parser("synth", help="generate the planted synthetic dataset")
     q.add_argument("--out", required=True)
     q.add_argument("--users", type=int, default=3000)
     q.add_argument("--items", type=int, default=2000)
     q.add_argument("--interactions", type=int, default=60000)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=arg_int(0, SEED_LIMIT - 1), default=0)
     q.add_argument("--overwrite", action="store_true")
-    _register_extensions(sub)
-    return parser
 
 
 # Modules that add their own subcommands: each defines ``add_commands(subparsers) -> dict[name, handler]``
@@ -175,19 +188,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.ddp:
         from modalrec.distributed import launch
 
-        argv = list(args.argv)
-        i = argv.index("--ddp")
-        return launch(args.ddp, argv[:i] + argv[i + 2 :])
+        return launch(args.ddp, _without_ddp(args.argv))
 
     cfg = _run_config(args)
     if args.resume and not args.out:
         raise ModalrecError("--resume needs --out pointing at the interrupted run folder")
+    if args.out:
+        from modalrec.run_folder import check_out
+
+        check_out(Path(args.out), cfg, args.resume, args.overwrite)  # before anything is built or written
     trainer = Trainer(cfg, out=None, resume=args.resume)
     trainer.out = Path(args.out) if args.out else default_run_dir(cfg, trainer.data.name)
     result = trainer.fit()
     if result.primary:  # data-parallel ranks > 0 report nothing
         _print_result(result.metrics, result.run_dir)
     return 0
+
+
+def _without_ddp(argv: list[str]) -> list[str]:
+    """The train arguments minus ``--ddp N`` / ``--ddp=N`` (each rank runs a plain ``train``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--ddp":
+            skip = True
+        elif not arg.startswith("--ddp="):
+            out.append(arg)
+    return out
 
 
 def _print_result(metrics: dict[str, Any], run_dir: Path | None) -> None:
@@ -283,42 +311,68 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
     if action == "split":
-        from modalrec.data.io import SplitOptions, read_interactions_csv
-
-        parts = [float(x) for x in args.ratios.split(",")]
-        if len(parts) != 3:
-            raise ModalrecError(f"--ratios needs three numbers, got {args.ratios!r}")
-        ratios = (parts[0], parts[1], parts[2])
-        src = Path(args.path)
-        if (src / "split").exists():
-            # Re-split a folder that ships a split: pool its interactions first.
-            from modalrec.data.dataset import Dataset
-
-            pooled = load_dataset(src)
-            union = pooled.train + pooled.val + pooled.test
-            from modalrec.data.split import split_interactions
-
-            coo = union.tocoo()
-            tr, va, te = split_interactions(
-                coo.row, coo.col, pooled.n_users, pooled.n_items, args.method, ratios, args.seed
-            )
-            data = Dataset(pooled.name, pooled.user_ids, pooled.item_ids, tr, va, te, pooled.features)
-        else:
-            read_interactions_csv(src / "interactions.csv")  # fail early with a clear message
-            data = load_dataset(src, "canonical", SplitOptions(args.method, ratios, args.seed))
-        out = save_dataset(data, args.out, overwrite=args.overwrite)
-        print(f"wrote {out} ({data.train.nnz}/{data.val.nnz}/{data.test.nnz} train/val/test)")
-        return 0
+        return _data_split(args)
     if action == "synth":
-        from modalrec.data import SyntheticConfig, make_synthetic
-
-        cfg = SyntheticConfig(
-            n_users=args.users, n_items=args.items, n_interactions=args.interactions, seed=args.seed
-        )
-        out = save_dataset(make_synthetic(cfg), args.out, overwrite=args.overwrite)
-        print(f"wrote {out}")
-        return 0
+        return _data_synth(args)
     raise AssertionError(action)
+
+
+def _data_split(args: argparse.Namespace) -> int:
+    from modalrec.data import load_dataset, save_dataset
+    from modalrec.data.io import SplitOptions, read_interactions_csv, validate_splits
+
+    parts = _ratios(args.ratios)
+    ratios = (parts[0], parts[1], parts[2])
+    src = Path(args.path)
+    if (src / "split").exists():
+        # Re-split a folder that ships a split: pool its interactions first.
+        from modalrec.data.dataset import Dataset
+        from modalrec.data.split import split_interactions
+
+        pooled = load_dataset(src)
+        coo = (pooled.train + pooled.val + pooled.test).tocoo()
+        tr, va, te = split_interactions(
+            coo.row, coo.col, pooled.n_users, pooled.n_items, args.method, ratios, args.seed
+        )
+        data = Dataset(pooled.name, pooled.user_ids, pooled.item_ids, tr, va, te, pooled.features)
+        validate_splits(data, src)  # never write a dataset that `data validate` would reject
+    else:
+        read_interactions_csv(src / "interactions.csv")  # fail early with a clear message
+        data = load_dataset(src, "canonical", SplitOptions(args.method, ratios, args.seed))
+    out = save_dataset(data, args.out, overwrite=args.overwrite)
+    print(f"wrote {out} ({data.train.nnz}/{data.val.nnz}/{data.test.nnz} train/val/test)")
+    return 0
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from modalrec.config_ranges import SYNTHETIC, check_value
+    from modalrec.data import SyntheticConfig, make_synthetic, save_dataset
+
+    for flag, field_name in (
+        ("--users", "n_users"),
+        ("--items", "n_items"),
+        ("--interactions", "n_interactions"),
+    ):
+        check_value(flag, getattr(args, flag[2:]), SYNTHETIC[field_name])
+    cfg = SyntheticConfig(
+        n_users=args.users, n_items=args.items, n_interactions=args.interactions, seed=args.seed
+    )
+    out = save_dataset(make_synthetic(cfg), args.out, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+def _ratios(text: str) -> list[float]:
+    """``--ratios a,b,c``: three finite shares in [0, 1] with a positive train share."""
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ModalrecError(f"--ratios needs three numbers like 0.8,0.1,0.1, got {text!r}") from None
+    if len(parts) != 3:
+        raise ModalrecError(f"--ratios needs three numbers, got {text!r}")
+    if not all(0.0 <= p <= 1.0 for p in parts) or parts[0] <= 0.0:
+        raise ModalrecError(f"--ratios shares must be in [0, 1] with a positive train share, got {text!r}")
+    return parts
 
 
 COMMANDS = {
@@ -331,10 +385,29 @@ COMMANDS = {
 }
 
 
+MAX_ERROR_CHARS = 1000
+OUT_OF_MEMORY = (
+    "out of memory: a setting asks for more than this machine has (model or data sizes, eval.chunk_size); "
+    "lower it, or set MODALREC_MEMORY_BUDGET to what this machine has"
+)
+
+
+def _error(message: str) -> int:
+    """Print one ``error:`` line (whitespace collapsed, long values cut) and return exit code 2."""
+    text = " ".join(message.split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 15] + " ... (cut)"
+    print(f"error: {text}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``modalrec`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed by argparse)
+        return exc.code if isinstance(exc.code, int) else 2
     raw = list(sys.argv[1:] if argv is None else argv)
     args.argv = raw[raw.index(args.command) + 1 :] if args.command in raw else raw
     level = logging.WARNING if args.quiet else logging.INFO
@@ -348,8 +421,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = COMMANDS.get(args.command) or _EXTENSION_HANDLERS[args.command]
         return int(command(args))
     except ModalrecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
+    except OSError as exc:
+        # The environment, not the input: a full disk, a file size limit, a permission, a symlink loop, a busy port.
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _error(f"{where}{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, 'OSError')})")
+    except MemoryError:
+        return _error(OUT_OF_MEMORY)
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc) and "not enough memory" not in str(exc):
+            raise  # a bug: keep the traceback
+        return _error(OUT_OF_MEMORY)  # torch reports a failed allocation as RuntimeError
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

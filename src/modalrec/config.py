@@ -21,8 +21,9 @@ from typing import Any
 
 import yaml
 
+from modalrec.config_ranges import check_run_config
 from modalrec.errors import ConfigError
-from modalrec.fields import coerce, set_fields
+from modalrec.fields import coerce, set_fields, short_repr
 from modalrec.metrics import NDCG_VARIANTS
 from modalrec.models import MODELS, model_config
 
@@ -159,6 +160,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        except RecursionError:
+            raise ConfigError(f"--set {key}: value nested too deeply") from None
         parts = key.strip().split(".")
         if any(not p for p in parts):
             raise ConfigError(f"--set key {key!r} is malformed")
@@ -189,9 +192,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         with p.open(encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config ({exc.strerror})") from None
+        raise ConfigError(f"{p}: cannot read config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not a UTF-8 text file (byte {exc.start}); a config must be YAML text"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: malformed YAML ({exc})") from None
+        raise ConfigError(f"{p}: malformed YAML ({' '.join(str(exc).split())[:300]})") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply to be a config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -212,8 +221,8 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     if not isinstance(model, dict):
         raise ConfigError("'model' must be a mapping with a 'name' and hyper-parameters")
     name = model.get("name", cfg.model_name)
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    if not isinstance(name, str) or name not in MODELS:
+        raise ConfigError(f"unknown model {short_repr(name)}; available: {', '.join(MODELS)}")
     model = {**model, "name": name}
     build_model_config(MODELS[name], model)  # validates keys and types now, before any training
     cfg.model = model
@@ -232,19 +241,8 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
 
 def validate(cfg: RunConfig) -> None:
     """Value checks that do not need the data."""
+    check_run_config(cfg)  # every numeric range, with the valid range in the message
     t = cfg.train
-    if t.epochs < 0 or t.batch_size < 1 or t.patience < 1 or t.eval_every < 1:
-        raise ConfigError("train.epochs must be >= 0 and train.batch_size, patience, eval_every >= 1")
-    if t.max_batches < 0:
-        raise ConfigError(f"train.max_batches must be >= 0 (0 = whole epochs), got {t.max_batches}")
-    if not 0 < t.lr < 1e6:  # also refuses nan/inf; an absurd lr overflows inside the optimiser
-        raise ConfigError(f"train.lr must be positive (and below 1e6), got {t.lr}")
-    for name in ("weight_decay", "grad_clip", "lr_gamma"):
-        value = getattr(t, name)
-        if not 0 <= value < float("inf"):
-            raise ConfigError(f"train.{name} must be a finite number >= 0, got {value}")
-    if not 0.0 <= t.ema < 1.0:  # also refuses nan
-        raise ConfigError(f"train.ema must be in [0, 1) (0 = no weight averaging), got {t.ema}")
     if t.optimizer not in ("adam", "adamw"):
         raise ConfigError(f"train.optimizer must be 'adam' or 'adamw', not {t.optimizer!r}")
     if t.lr_schedule not in ("none", "step", "cosine"):
@@ -287,6 +285,10 @@ def check_against_data(cfg: RunConfig, n_items: int, modalities: list[str]) -> N
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **top: Any) -> RunConfig:
     """YAML file (optional) + ``--set`` overrides + explicit top-level values (e.g. model name, seed)."""
     raw = read_yaml(path) if path else {}
+    for section in ("data", "train", "eval"):
+        _section(raw, section)  # a scalar section must not be silently replaced by a --set override
+    if not isinstance(raw.get("model"), str):
+        _section(raw, "model")
     extra = parse_overrides(overrides or [])
     raw = merge(raw, extra)
     for key, value in top.items():
@@ -294,16 +296,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             continue
         if key == "model_name":
             model = raw.get("model", {})
-            model = {"name": model} if isinstance(model, str) else dict(model or {})
+            model = {"name": model} if isinstance(model, str) else dict(_section(raw, "model"))
             model["name"] = value
             raw["model"] = model
         elif key in ("data_path",):
-            raw.setdefault("data", {})["path"] = value
+            raw["data"] = {**_section(raw, "data"), "path": value}
         elif key == "protocol":
-            raw.setdefault("eval", {})["protocol"] = value
+            raw["eval"] = {**_section(raw, "eval"), "protocol": value}
         else:
             raw[key] = value
     return config_from_dict(raw)
+
+
+def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    """``raw[key]`` as a mapping (missing or empty: {}); anything else is a ConfigError naming the section."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{key}' must be a mapping of settings, got {short_repr(value)}")
+    return value
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # plain building blocks with no knowledge of recommendation data or models
-    ("foundation", ("errors", "fields", "runtime", "dispatch", "checkpoint", "optim", "metrics", "losses", "ema",
-                    "plots", "layers")),
+    ("foundation", ("errors", "fields", "runtime", "dispatch", "atomic", "checkpoint", "optim", "metrics",
+                    "losses", "ema", "plots", "layers")),
     # datasets: reading, splitting, sampling, synthetic data, content features
     ("data", ("data", "features")),
     # graph construction and sparse kernels
@@ -19,9 +19,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # the model contract, every model, the registry and model construction
     ("models", ("models",)),
     # the run configuration (it validates model names and hyper-parameters against the registry)
-    ("config", ("config",)),
+    ("config", ("config", "config_ranges")),
     # training, evaluation and loading trained runs
-    ("training", ("callbacks", "distributed", "train", "evaluate", "recommend")),
+    ("training", ("run_folder", "callbacks", "distributed", "train", "evaluate", "recommend")),
     # what users run: experiments, the service, the command line and the package's public face
     ("applications", ("experiments", "serving", "cli", "demo", "__init__", "__main__")),
 )  # fmt: skip

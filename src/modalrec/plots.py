@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from modalrec.atomic import atomic_path
+
 
 def epochs_of(history: list[dict[str, Any]]) -> list[int]:
     """The epoch number of each history row."""
@@ -54,7 +56,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> N
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)

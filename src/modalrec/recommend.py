@@ -29,6 +29,10 @@ class UnknownIdError(ModalrecError, KeyError):
         return str(self.args[0]) if self.args else "unknown id"
 
 
+class DuplicateIdError(ModalrecError):
+    """An item id given to ``add_items`` that already exists (the service answers 409 Conflict)."""
+
+
 def load_run(
     run_dir: str | Path, data_path: str | None = None, data: Dataset | None = None
 ) -> tuple[Model, Dataset, dict[str, Any]]:
@@ -37,12 +41,14 @@ def load_run(
     The dataset is ``data`` when given, else loaded from ``data_path``, else from the path the run recorded.
     """
     run = Path(run_dir)
-    ckpt = load_checkpoint(run / "checkpoint.pt")
+    ckpt = check_run_checkpoint(load_checkpoint(run / "checkpoint.pt"), run / "checkpoint.pt")
     raw = dict(ckpt["config"])
     if data_path is not None:
-        raw["data"] = {**raw["data"], "path": str(data_path)}
+        raw["data"] = {**(raw.get("data") or {}), "path": str(data_path)}
     cfg = config_from_dict(raw)
     if data is None:
+        if cfg.data.path == "synthetic":
+            _check_synthetic_size(cfg, ckpt, run)
         data = dataset_from_config(cfg.data, cfg.seed)
     if data.n_users != ckpt["n_users"] or data.n_items != ckpt["n_items"]:
         raise ModalrecError(
@@ -57,6 +63,52 @@ def load_run(
     load_state(model, ckpt["state_dict"], run / "checkpoint.pt")
     model.eval()
     return model, data, cfg.to_dict()
+
+
+RUN_KEYS: dict[str, type | tuple[type, ...]] = {
+    "config": dict,
+    "n_users": int,
+    "n_items": int,
+    "user_ids": (list, tuple),
+    "item_ids": (list, tuple),
+}
+
+
+def check_run_checkpoint(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A best-weights ``checkpoint.pt`` written by ``modalrec train``: its keys and their types, else one error."""
+    for key, kind in RUN_KEYS.items():
+        if key not in ckpt:
+            raise ModalrecError(
+                f"{path}: not a modalrec run checkpoint (no '{key}'); was it written by modalrec train?"
+            )
+        if not isinstance(ckpt[key], kind) or isinstance(ckpt[key], bool):
+            raise ModalrecError(
+                f"{path}: not a modalrec run checkpoint ('{key}' has type {type(ckpt[key]).__name__})"
+            )
+    if len(ckpt["user_ids"]) != ckpt["n_users"] or len(ckpt["item_ids"]) != ckpt["n_items"]:
+        raise ModalrecError(f"{path}: inconsistent checkpoint (id lists do not match n_users/n_items)")
+    return ckpt
+
+
+def _check_synthetic_size(cfg: Any, ckpt: dict[str, Any], run: Path) -> None:
+    """Before generating a run's synthetic data: its sizes must be the checkpoint's and fit the memory budget."""
+    from modalrec.config import set_fields
+    from modalrec.data.synthetic import SyntheticConfig, estimated_bytes
+    from modalrec.runtime import MEMORY_ENV, memory_budget
+
+    synth = SyntheticConfig(seed=cfg.seed)
+    set_fields(synth, dict(cfg.data.synthetic), "data.synthetic.")
+    if (synth.n_users, synth.n_items) != (ckpt["n_users"], ckpt["n_items"]):
+        raise ModalrecError(
+            f"{run}: the run config asks for synthetic data of {synth.n_users} users x {synth.n_items} items but "
+            f"the checkpoint was trained on {ckpt['n_users']} x {ckpt['n_items']}"
+        )
+    need = estimated_bytes(synth)
+    if need > memory_budget():
+        raise ModalrecError(
+            f"{run}: regenerating its synthetic data needs about {need / 2**30:.1f} GiB, more than the memory "
+            f"budget of {memory_budget() / 2**30:.1f} GiB (set {MEMORY_ENV} to allow more)"
+        )
 
 
 class Recommender:
@@ -114,7 +166,7 @@ class Recommender:
             raise ModalrecError("add_items got the same item id twice")
         known = [r for r in ids if r in self._added or self._known_item(r)]
         if known:
-            raise ModalrecError(f"item id {known[0]!r} already exists")
+            raise DuplicateIdError(f"item id {known[0]!r} already exists")
         for name, x in features.items():
             if np.asarray(x).ndim != 2 or len(x) != len(ids):
                 raise ModalrecError(f"feature '{name}' must have shape [{len(ids)}, d], got {np.shape(x)}")

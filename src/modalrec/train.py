@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from modalrec import run_folder
 from modalrec.callbacks import (
     Callback,
     EarlyStopping,
@@ -38,7 +39,7 @@ from modalrec.callbacks import (
     RunResult,
     all_entered,
 )
-from modalrec.checkpoint import atomic_write_text, load_checkpoint, load_state
+from modalrec.checkpoint import load_checkpoint, load_state
 from modalrec.config import RunConfig, check_against_data, dump_config
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import BPRSampler
@@ -230,20 +231,19 @@ class Trainer:
                 cb.on_fit_end(self, result)
 
     def _prepare_run_dir(self) -> RunResult | None:
-        """Create the run folder and its config.yaml; a finished run being resumed is reported instead."""
+        """A finished run being resumed is reported; otherwise the run really starts and config.yaml is written
+        (atomically, only now: a refused or failed attempt never leaves one describing a run that did not
+        happen; see :mod:`modalrec.run_folder`)."""
         assert self.out is not None
-        if self.primary:
-            self.out.mkdir(parents=True, exist_ok=True)
-            for stale in self.out.glob(".*.pt.*"):
-                stale.unlink(missing_ok=True)  # temp files of a write that a kill interrupted; never read
-            atomic_write_text(self.out / "config.yaml", dump_config(self.cfg))
         finished = self.out / "metrics.json"
         if self.resume and finished.exists():
             if self.primary:
                 log.info("run in %s already finished; reporting its metrics", self.out)
+            metrics = run_folder.read_metrics(finished)  # a truncated metrics.json is a clear error
             load_state(self.model, load_checkpoint(self.out / "checkpoint.pt")["state_dict"], self.out)
-            metrics = json.loads(finished.read_text())
             return RunResult(self.out, metrics, self.model, self.data, primary=self.primary)
+        if self.primary:  # only rank 0 touches the folder: another rank could remove rank 0's temporary files
+            run_folder.start(self.out, dump_config(self.cfg), fresh=not self.resume)
         return None
 
     def _fit(self, sampler: BPRSampler) -> RunResult:
@@ -272,14 +272,17 @@ class Trainer:
         last_path = self.out / "last.pt" if self.out is not None else None
         if last_path is None or not last_path.exists():
             return 0
-        ckpt = load_checkpoint(last_path)
+        # a last.pt without the whole training state is a clear error, not a KeyError
+        ckpt = run_folder.resume_state(
+            load_checkpoint(last_path), last_path, len(st.optimizers), len(st.schedulers)
+        )
         load_state(self.model, ckpt["state_dict"], last_path)
         for opt, saved in zip(st.optimizers, ckpt["optimizers"], strict=True):
             opt.load_state_dict(saved)
         for sch, saved in zip(st.schedulers, ckpt["schedulers"], strict=True):
             sch.load_state_dict(saved)
         st.best_score, st.best_epoch, st.bad = ckpt["best_score"], ckpt["best_epoch"], ckpt["bad"]
-        st.history = json.loads(ckpt["history"])
+        st.history = ckpt["history"]  # already parsed and checked by resume_state
         st.epoch_times = [float(h["seconds"]) for h in st.history]
         st.resumed = {cb.state_key: ckpt.get(cb.state_key) for cb in self.callbacks if cb.state_key}
         best_path = last_path.with_name("checkpoint.pt")

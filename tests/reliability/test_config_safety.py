@@ -61,7 +61,7 @@ def run_cli(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str])
         # impossible values, with the valid choices
         (["--model", "lightgcn", "--set", "train.optimizer=sgd"], ["train.optimizer", "'adam' or 'adamw'"]),
         (["--model", "lightgcn", "--set", "eval.protocol=x"], ["eval.protocol", "standard", "paper"]),
-        (["--model", "lightgcn", "--set", "train.lr=-1"], ["train.lr must be positive"]),
+        (["--model", "lightgcn", "--set", "train.lr=-1"], ["train.lr must be a finite number in (0, "]),
         (["--model", "lightgcn", "--set", "eval.metric=auc@5"], ["eval.metric", "recall|precision|ndcg|hit"]),
         # K larger than the catalogue (30 items)
         (

@@ -12,12 +12,11 @@ Formats (auto-detected from the folder's contents):
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -25,6 +24,7 @@ from typing import TextIO
 import numpy as np
 import scipy.sparse as sp
 
+from modalrec.atomic import atomic_dir, check_output_path
 from modalrec.data.dataset import Dataset, pairs_to_csr
 from modalrec.data.split import split_interactions
 from modalrec.errors import DataError
@@ -69,13 +69,30 @@ def detect_format(folder: Path) -> str:
     )
 
 
+def _check_folder(folder: Path) -> None:
+    """The dataset folder exists, is a folder, can be listed and is not a symlink loop; else one clear line."""
+    try:
+        folder.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DataError("symlink loop: the path points back at itself", folder) from None
+        if exc.errno == errno.ENOENT:
+            raise DataError("dataset folder does not exist or is not a folder", folder) from None
+        raise DataError(f"dataset folder cannot be opened ({exc.strerror})", folder) from None
+    if not folder.is_dir():
+        raise DataError("dataset folder does not exist or is not a folder", folder)
+    try:
+        next(os.scandir(folder), None)
+    except OSError as exc:
+        raise DataError(f"dataset folder cannot be read ({exc.strerror})", folder) from None
+
+
 def load_dataset(
     path: str | os.PathLike[str], fmt: str = "auto", split: SplitOptions | None = None
 ) -> Dataset:
     """Load a dataset folder in any supported format (``fmt="auto"`` detects it)."""
     folder = Path(path)
-    if not folder.is_dir():
-        raise DataError("dataset folder does not exist or is not a folder", folder)
+    _check_folder(folder)
     fmt = detect_format(folder) if fmt == "auto" else fmt
     if fmt == "canonical":
         return _load_canonical(folder, split or SplitOptions())
@@ -303,13 +320,24 @@ def _load_features(
         name = path.name[: -len(suffix)]
         if strip and name.endswith(strip):
             name = name[: -len(strip)]
+        if not name or name.startswith("."):
+            log.warning("%s: ignored (a hidden file, not a modality)", path)
+            continue
         feats[name] = load_feature_file(path, n_items)
     return feats
 
 
 def _check_splits(
-    name: str, folder: Path, train: sp.csr_matrix, val: sp.csr_matrix, test: sp.csr_matrix
+    name: str,
+    folder: Path,
+    train: sp.csr_matrix,
+    val: sp.csr_matrix,
+    test: sp.csr_matrix,
+    ids: tuple[list[str], list[str]] | None = None,
+    sources: dict[str, Path] | None = None,
 ) -> None:
+    """Non-empty splits, validation and test disjoint from train. An overlap names the raw ids and, when the
+    split has a file of its own (``sources``: {"validation"/"test": path}), that file and the pair's line."""
     if train.nnz == 0:
         raise DataError("the training split is empty", folder)
     for split_name, mat in (("validation", val), ("test", test)):
@@ -318,10 +346,34 @@ def _check_splits(
         overlap = mat.multiply(train)
         if overlap.nnz:
             r, c = overlap.nonzero()
+            user, item = (ids[0][r[0]], ids[1][c[0]]) if ids is not None else (str(r[0]), str(c[0]))
+            path = (sources or {}).get(split_name)
+            line = _find_pair_line(path, user, item) if path is not None else None
             raise DataError(
-                f"{overlap.nnz} {split_name} pair(s) also in train, e.g. user index {r[0]}, item index {c[0]}",
-                folder,
+                f"{overlap.nnz} {split_name} pair(s) also in the training split, e.g. user {user!r}, item {item!r}",
+                path or folder,
+                line,
             )
+
+
+def validate_splits(data: Dataset, folder: Path) -> None:
+    """The split invariants ``load_dataset`` checks (non-empty splits, held-out pairs not in train) for a built
+    ``data``; ``folder`` is named in the error."""
+    ids = ([str(u) for u in data.user_ids], [str(i) for i in data.item_ids])
+    _check_splits(data.name, folder, data.train, data.val, data.test, ids)
+
+
+def _find_pair_line(path: Path, user: str, item: str) -> int | None:
+    """The 1-based line of ``path`` whose fields hold both ``user`` and ``item`` (for error messages only)."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for line_no, line in enumerate(fh, start=1):
+                fields = {f.strip().strip('"') for f in re.split(r"[,\t]", line.rstrip("\r\n"))}
+                if user in fields and item in fields:
+                    return line_no
+    except OSError:
+        return None
+    return None
 
 
 MAX_ITEM_INDEX = 2**31 - 2  # item indices must fit int32 sparse indices
@@ -387,7 +439,8 @@ def _load_canonical(folder: Path, split: SplitOptions) -> Dataset:
         u, i = _to_index(inter, user_index, item_index)
         u, i, t = _dedupe(u, i, n_i, inter.path, inter.timestamps)
         train, val, test = split_interactions(u, i, n_u, n_i, split.method, split.ratios, split.seed, t)
-    _check_splits(folder.name, folder, train, val, test)
+    sources = {"validation": split_dir / "val.csv", "test": split_dir / "test.csv"} if has_split else None
+    _check_splits(folder.name, folder, train, val, test, (user_ids, item_ids), sources)
     features = _load_features(folder, n_i)
     return Dataset(folder.name, np.array(user_ids), np.array(item_ids), train, val, test, features)
 
@@ -465,10 +518,23 @@ def _load_mmssl(folder: Path) -> Dataset:
         arr = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         u, i, _ = _dedupe(arr[:, 0], arr[:, 1], n_items, folder / f"{part}.json")
         mats.append(pairs_to_csr(u, i, len(user_ids), n_items))
-    _check_splits(folder.name, folder, *mats)
+    ids = (user_ids, [str(i) for i in range(n_items)])
+    sources = {"validation": folder / "val.json", "test": folder / "test.json"}
+    _check_splits(folder.name, folder, mats[0], mats[1], mats[2], ids, sources)
     features = _load_features(folder, n_items, "_feat.npy")
     item_ids = np.array([str(i) for i in range(n_items)])
     return Dataset(folder.name, np.array(user_ids), item_ids, mats[0], mats[1], mats[2], features)
+
+
+_PLAIN_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def _plain_int(text: str) -> int:
+    """``int()`` for ASCII digits only: Python's ``int`` also reads ``1_0`` and Arabic-Indic digits as 10."""
+    t = text.strip()
+    if not _PLAIN_INT.fullmatch(t) or len(t) > 30:
+        raise ValueError(text)
+    return int(t)
 
 
 def _load_mmrec(folder: Path) -> Dataset:
@@ -493,9 +559,14 @@ def _load_mmrec(folder: Path) -> Dataset:
                         f"expected {len(header)} tab-separated fields, found {len(row)}", path, line_no
                     )
                 try:
-                    item, label = int(row[ii]), int(row[il])
+                    item, label = _plain_int(row[ii]), _plain_int(row[il])
                 except ValueError:
-                    raise DataError("itemID and x_label must be integers", path, line_no) from None
+                    raise DataError(
+                        f"itemID and x_label must be plain integers (digits 0-9), got {row[ii][:40]!r}, "
+                        f"{row[il][:40]!r}",
+                        path,
+                        line_no,
+                    ) from None
                 if label not in (0, 1, 2):
                     raise DataError(f"x_label must be 0, 1 or 2, not {label}", path, line_no)
                 if item < 0:
@@ -533,7 +604,8 @@ def _load_mmrec(folder: Path) -> Dataset:
         m = lab == label
         u, i, _ = _dedupe(u_arr[m], i_arr[m], n_items, path)
         mats.append(pairs_to_csr(u, i, len(user_ids), n_items))
-    _check_splits(folder.name, folder, *mats)
+    ids = (user_ids, [str(i) for i in range(n_items)])
+    _check_splits(folder.name, folder, mats[0], mats[1], mats[2], ids, {"validation": path, "test": path})
     features = _load_features(folder, n_items, "_feat.npy")
     item_ids = np.array([str(i) for i in range(n_items)])
     return Dataset(folder.name, np.array(user_ids), item_ids, mats[0], mats[1], mats[2], features)
@@ -556,11 +628,10 @@ def _write_pairs(path: Path, data: Dataset, mats: list[sp.csr_matrix]) -> None:
 def save_dataset(data: Dataset, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write ``data`` in the canonical format, atomically: a temporary folder renamed into place."""
     target = Path(out)
+    check_output_path(target, folder=True)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise DataError("output folder exists and is not empty (use --overwrite)", target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target, overwrite=True) as tmp:
         (tmp / "split").mkdir()
         _write_pairs(tmp / "interactions.csv", data, [data.train, data.val, data.test])
         for part, mat in (("train", data.train), ("val", data.val), ("test", data.test)):
@@ -571,10 +642,4 @@ def save_dataset(data: Dataset, out: str | os.PathLike[str], overwrite: bool = F
             writer.writerows([i] for i in data.item_ids)
         for name, feats in data.features.items():
             np.save(tmp / f"{name}.npy", feats.astype(np.float32), allow_pickle=False)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

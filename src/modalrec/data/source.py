@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import numpy as np
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.io import SplitOptions, load_dataset
 from modalrec.data.synthetic import SyntheticConfig, make_synthetic
 from modalrec.errors import ConfigError
 from modalrec.fields import set_fields
+
+log = logging.getLogger("modalrec.data")
 
 
 def synthetic_from_overrides(overrides: dict[str, Any], seed: int) -> Dataset:
@@ -35,4 +40,25 @@ def dataset_from_config(data_cfg: Any, seed: int) -> Dataset:
         except ImportError as exc:  # pragma: no cover - depends on the cold-start module being present
             raise ConfigError("the cold-start split is not available in this build") from exc
         data = cold_start_split(data, seed=seed)
+    warn_cold_users(data)
     return data.select_modalities(data_cfg.modalities)
+
+
+def warn_cold_users(data: Dataset) -> int:
+    """Log a warning when users with validation or test items have no training rows; returns their number.
+
+    Such users are still evaluated (their scores come from an untrained embedding, or content for cold-start
+    models), which lowers the metrics; the warning makes that visible instead of silent.
+    """
+    train_deg = np.diff(data.train.indptr)
+    held = (np.diff(data.val.indptr) + np.diff(data.test.indptr)) > 0
+    cold = int(((train_deg == 0) & held).sum())
+    if cold:
+        log.warning(
+            "%s: %d user(s) with validation/test items have no training rows; they are evaluated anyway "
+            "(e.g. user %r)",
+            data.name,
+            cold,
+            str(data.user_ids[int(np.flatnonzero((train_deg == 0) & held)[0])]),
+        )
+    return cold

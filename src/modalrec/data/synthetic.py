@@ -38,6 +38,26 @@ class SyntheticConfig:
     )
 
 
+def estimated_bytes(cfg: SyntheticConfig) -> int:
+    """Peak memory of ``make_synthetic(cfg)``, estimated from its largest arrays (for checks before generating).
+
+    The [chunk, I] affinity block (float64 logits, uniform draws, Gumbel scores, int64 argsort: 32 bytes per cell)
+    dominates; then the factors, the interaction lists (at least 3 per user) and the float32 modality views.
+    """
+    chunk = max(1, min(cfg.chunk_users, cfg.n_users))
+    pool = cfg.candidates if 0 < cfg.candidates < cfg.n_items else cfg.n_items
+    interactions = max(cfg.n_interactions, 3 * cfg.n_users)
+    dims = (
+        sum(max(0, int(d)) for d in cfg.modality_dims.values()) if isinstance(cfg.modality_dims, dict) else 0
+    )
+    return int(
+        32 * chunk * pool
+        + 8 * cfg.latent_dim * (cfg.n_users + cfg.n_items)
+        + 48 * interactions
+        + 8 * cfg.n_items * (dims + 1)
+    )
+
+
 def _planted_factors(rng: np.random.Generator, n: int, centres: np.ndarray, spread: float) -> np.ndarray:
     assignment = rng.integers(0, len(centres), size=n)
     return centres[assignment] + spread * rng.standard_normal((n, centres.shape[1]))

@@ -21,7 +21,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from modalrec.config import merge, read_yaml
+from modalrec.config import coerce, merge, read_yaml
+from modalrec.config_ranges import SEED_LIMIT, Range, arg_int, check_value
 from modalrec.errors import ConfigError, ModalrecError
 from modalrec.experiments.report import ReportOptions, build_report
 from modalrec.experiments.results import read_run
@@ -61,24 +62,33 @@ def add_commands(sub: Any) -> dict[str, Any]:
     p.add_argument(
         "--seeds", default=None, help="number of seeds (0..N-1) or a comma-separated list (default 5)"
     )
-    p.add_argument("--jobs", type=int, default=None, help="concurrent trainings (default: number of cores)")
+    p.add_argument(
+        "--jobs", type=arg_int(1, 1024), default=None, help="concurrent trainings (default: number of cores)"
+    )
     _add_common(p)
 
     p = sub.add_parser("ablate", help="train a model and its ablation variants x seeds (Table 3)")
     p.add_argument("--model", required=True, help="model with registered variants (see `modalrec models`)")
     p.add_argument("--variants", default=None, help="comma-separated subset of the variants (default all)")
     p.add_argument("--seeds", default=None, help="number of seeds or a comma-separated list (default 5)")
-    p.add_argument("--jobs", type=int, default=None, help="concurrent trainings (default: number of cores)")
+    p.add_argument(
+        "--jobs", type=arg_int(1, 1024), default=None, help="concurrent trainings (default: number of cores)"
+    )
     _add_common(p)
 
     p = sub.add_parser("tune", help="Optuna search on validation; test reported once for the chosen config")
     p.add_argument("--model", required=True)
     p.add_argument(
-        "--trials", type=int, required=True, help="number of trials (a resumed study counts its own)"
+        "--trials",
+        type=arg_int(1, 1_000_000),
+        required=True,
+        help="number of trials (a resumed study counts its own)",
     )
     p.add_argument("--space", default=None, help="search space YAML (default: the model's paper ranges)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads per trial (default: all cores)")
+    p.add_argument("--seed", type=arg_int(0, SEED_LIMIT - 1), default=0)
+    p.add_argument(
+        "--threads", type=arg_int(1, 4096), default=None, help="torch threads per trial (default: all cores)"
+    )
     _add_common(p)
 
     p = sub.add_parser("report", help="rebuild a report (table.md, report.html, plots) from finished runs")
@@ -228,7 +238,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cfg = build_run_config(base, m, _model_params(base_raw, per_model, m), args.overrides)
         for s in seeds:
             specs.append(RunSpec(m, s, _copy(cfg), out / "runs" / slug(m) / f"seed{s}", group=m))
-    jobs = args.jobs or experiment.get("jobs") or available_cores()
+    jobs = _jobs(args.jobs, experiment.get("jobs"))
     opts = ReportOptions(
         title=f"Comparison on {_data_name(base)}",
         command=_command_line("compare", args, ["models", "data", "seeds", "config", "protocol", "out"]),
@@ -270,7 +280,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             specs.append(
                 RunSpec(label, s, _copy(cfg), out / "runs" / slug(label) / f"seed{s}", group=args.model)
             )
-    jobs = args.jobs or experiment.get("jobs") or available_cores()
+    jobs = _jobs(args.jobs, experiment.get("jobs"))
     opts = ReportOptions(
         title=f"Ablation of {args.model} on {_data_name(base)}",
         reference=args.model,
@@ -327,3 +337,14 @@ def _copy(cfg: dict[str, Any]) -> dict[str, Any]:
     import copy
 
     return copy.deepcopy(cfg)
+
+
+def _jobs(flag: int | None, configured: object) -> int:
+    """``--jobs``, else the experiment file's ``jobs``, else the number of cores; checked to be in [1, 1024]."""
+    if flag is not None:
+        return flag
+    if configured is None:
+        return available_cores()
+    jobs = int(coerce(configured, int, "jobs"))
+    check_value("jobs", jobs, Range(1, 1024))
+    return jobs

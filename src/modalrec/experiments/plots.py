@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from modalrec.atomic import atomic_path
 from modalrec.experiments.results import RunRecord, labels_in_order
 from modalrec.experiments.stats import summarize
 from modalrec.experiments.tables import group_names, group_users, group_values, metric_title
@@ -29,11 +30,11 @@ def _plt() -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    finally:
+        _plt().close(fig)
 
 
 def plot_validation_curves(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modalrec.atomic import atomic_write_text
 from modalrec.experiments.plots import plot_groups, plot_validation_curves
 from modalrec.experiments.results import RunRecord, collect_runs, results_csv
 from modalrec.experiments.tables import (
@@ -24,10 +25,8 @@ from modalrec.experiments.tables import (
 
 
 def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    """Write ``text`` to ``path`` atomically (see ``modalrec.atomic``)."""
+    atomic_write_text(path, text)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from modalrec.atomic import atomic_write_text
 from modalrec.config import merge, parse_overrides
 from modalrec.errors import ConfigError, ModalrecError
 
@@ -149,15 +150,13 @@ def _prepare(spec: RunSpec) -> str | None:
         return "reuse"
     run_dir.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump({"label": spec.label, "group": spec.group, "config": wanted}, sort_keys=False)
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(marker)
+    atomic_write_text(marker, text)
     return "resume" if (run_dir / "last.pt").exists() else "fresh"
 
 
 def _train_command(spec: RunSpec) -> list[str]:
     cfg_path = spec.run_dir / "run-config.yaml"
-    cfg_path.write_text(yaml.safe_dump(spec.full_config(), sort_keys=False), encoding="utf-8")
+    atomic_write_text(cfg_path, yaml.safe_dump(spec.full_config(), sort_keys=False))
     return [
         sys.executable,
         "-m",

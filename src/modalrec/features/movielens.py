@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modalrec.atomic import atomic_dir
 from modalrec.errors import ModalrecError
 
 log = logging.getLogger("modalrec.features")
@@ -229,17 +229,9 @@ def prepare_movielens_100k(
             from modalrec.features.text import encode_texts
 
             textual = encode_texts(item_texts(raw), text_model)
-        stage = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent if out.parent.exists() else None))
-        try:
-            write_movielens(raw, stage, textual, provenance)
-            from modalrec.data import load_dataset
+        from modalrec.data import load_dataset
 
+        with atomic_dir(out, overwrite=True) as stage:
+            write_movielens(raw, stage, textual, provenance)
             load_dataset(stage)  # validate before publishing
-            if out.exists():
-                shutil.rmtree(out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(stage), str(out))
-        finally:
-            if stage.exists():
-                shutil.rmtree(stage, ignore_errors=True)
     return out

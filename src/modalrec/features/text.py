@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from modalrec.atomic import atomic_path
 from modalrec.errors import ModalrecError
 
 
@@ -94,6 +95,6 @@ def encode_items_csv(
         raise ModalrecError(f"{out} exists; pass --overwrite to replace it")
     texts = read_text_column(items_csv, column)
     emb = encode_texts(texts, model, batch_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, emb, allow_pickle=False)
+    with atomic_path(out, suffix=".npy") as tmp:
+        np.save(tmp, emb, allow_pickle=False)
     return out

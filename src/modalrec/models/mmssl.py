@@ -733,12 +733,12 @@ def discriminator_columns(d_columns: int, n_items: int, hidden: int = 0) -> int:
     warning; an explicit ``d_columns`` that does not fit is an error.
     """
     wanted = n_items if d_columns <= 0 else min(d_columns, n_items)
-    needed = discriminator_weights(wanted, hidden) * 16
     budget = memory_budget()
+    needed = discriminator_weights(wanted, hidden) * 16
     if needed <= budget:
         return wanted
-    if d_columns <= 0:
-        fallback = min(512, n_items)
+    fallback = 512
+    if d_columns <= 0 and n_items > fallback and discriminator_weights(fallback, hidden) * 16 <= budget:
         warnings.warn(
             f"MMSSL: a discriminator over all {n_items} items needs about {needed / 2**20:.0f} MiB but the "
             f"memory budget is {budget / 2**20:.0f} MiB; D sees {fallback} sampled item columns per step "

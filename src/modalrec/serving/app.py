@@ -16,17 +16,19 @@ a model that cannot embed content -> 501; each with ``{"detail": "<message>"}``.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modalrec.errors import ModalrecError
-from modalrec.recommend import Recommender, UnknownIdError
+from modalrec.recommend import DuplicateIdError, Recommender, UnknownIdError
 from modalrec.serving.ann import make_searcher
 
 MAX_K = 1000
@@ -88,21 +90,64 @@ def _scored(items: list[tuple[str, float]]) -> list[ScoredItem]:
 
 def create_app(rec: Recommender, ann: str = "none") -> FastAPI:
     """Build the FastAPI app serving ``rec`` (exact search, or ``ann="faiss"`` for approximate top-K)."""
-    searcher = make_searcher(rec, ann)
-    lock = threading.Lock()  # add_items swaps the embeddings; requests read a consistent state
-    can_add = type(rec.model).item_embeddings_from_features is not _base_embed()
+    service = _Service(rec, make_searcher(rec, ann))
     app = FastAPI(
         title="modalrec",
         description=f"Recommendations from a trained '{rec.model.name}' model on '{rec.data.name}'.",
         version="1",
     )
+    _add_error_handlers(app)
+    _add_read_routes(app, service)
+    _add_item_routes(app, service)
+    return app
 
+
+class _Service:
+    """The recommender, its searcher and the lock that keeps reads consistent while ``add_items`` swaps state."""
+
+    def __init__(self, rec: Recommender, searcher: Any) -> None:
+        self.rec = rec
+        self.searcher = searcher
+        self.lock = threading.Lock()
+        self.can_add = type(rec.model).item_embeddings_from_features is not _base_embed()
+
+    def recommend(self, users: list[str], k: int, exclude_seen: bool) -> list[list[tuple[str, float]]]:
+        try:
+            with self.lock:
+                return self.searcher.recommend(users, k, exclude_seen)
+        except UnknownIdError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+
+def _json_safe(value: Any) -> Any:
+    """Validation details may echo the client's ``inf``/``nan``, which strict JSON cannot encode: quote them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def client_errors(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # FastAPI answers 400 when it cannot decode a body at all (not UTF-8, JSON nested too deeply); to the
         # client that is the same mistake as any other malformed body, which this API reports as 422.
         status = 422 if exc.status_code == 400 else exc.status_code
         return JSONResponse({"detail": exc.detail}, status_code=status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The default handler echoes the input; a body like {"k": 1e400} echoes inf and the encoder fails (500).
+        return JSONResponse({"detail": _json_safe(list(exc.errors()))}, status_code=422)
+
+
+def _add_read_routes(app: FastAPI, svc: _Service) -> None:
+    rec = svc.rec
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -112,16 +157,9 @@ def create_app(rec: Recommender, ann: str = "none") -> FastAPI:
             dataset=rec.data.name,
             users=rec.data.n_users,
             items=rec.n_items,
-            ann=searcher.name,
-            can_add_items=can_add,
+            ann=svc.searcher.name,
+            can_add_items=svc.can_add,
         )
-
-    def _recommend(users: list[str], k: int, exclude_seen: bool) -> list[list[tuple[str, float]]]:
-        try:
-            with lock:
-                return searcher.recommend(users, k, exclude_seen)
-        except UnknownIdError as exc:
-            raise HTTPException(404, str(exc)) from None
 
     @app.get("/recommend", response_model=UserRecommendations)
     def recommend_one(
@@ -129,12 +167,12 @@ def create_app(rec: Recommender, ann: str = "none") -> FastAPI:
         k: int = Query(20, ge=1, le=MAX_K),
         exclude_seen: bool = Query(True),
     ) -> UserRecommendations:
-        (items,) = _recommend([user], k, exclude_seen)
+        (items,) = svc.recommend([user], k, exclude_seen)
         return UserRecommendations(user=user, items=_scored(items))
 
     @app.post("/recommend", response_model=BatchResponse)
     def recommend_batch(req: BatchRequest) -> BatchResponse:
-        lists = _recommend(req.users, req.k, req.exclude_seen)
+        lists = svc.recommend(req.users, req.k, req.exclude_seen)
         return BatchResponse(
             results=[
                 UserRecommendations(user=u, items=_scored(items))
@@ -147,50 +185,59 @@ def create_app(rec: Recommender, ann: str = "none") -> FastAPI:
         item: str = Query(..., description="raw item id"), k: int = Query(20, ge=1, le=MAX_K)
     ) -> SimilarResponse:
         try:
-            with lock:
+            with svc.lock:
                 items = rec.similar_items(item, k)
         except UnknownIdError as exc:
             raise HTTPException(404, str(exc)) from None
         return SimilarResponse(item=item, items=_scored(items))
 
+
+def _new_item_features(rec: Recommender, req: NewItemsRequest) -> dict[str, np.ndarray]:
+    """{modality: [n_new, d_m]} from the request; 422 for a missing, extra, wrong-width or non-finite vector."""
+    expected = rec.data.modalities
+    features: dict[str, np.ndarray] = {}
+    for name in expected:
+        rows = [it.features.get(name) for it in req.items]
+        missing = [it.id for it, r in zip(req.items, rows, strict=True) if r is None]
+        if missing:
+            raise HTTPException(422, f"item {missing[0]!r} lacks the '{name}' feature vector")
+        dim = rec.data.features[name].shape[1]
+        bad = [it.id for it, r in zip(req.items, rows, strict=True) if len(r or []) != dim]
+        if bad:
+            raise HTTPException(422, f"item {bad[0]!r}: '{name}' must have {dim} values")
+        arr = np.asarray(rows, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise HTTPException(422, f"'{name}' has non-finite values (or values beyond float32)")
+        features[name] = arr
+    extra = sorted({n for it in req.items for n in it.features} - set(expected))
+    if extra:
+        raise HTTPException(422, f"unknown modality {extra[0]!r}; this model uses {expected}")
+    return features
+
+
+def _add_item_routes(app: FastAPI, svc: _Service) -> None:
+    rec = svc.rec
+
     @app.post("/items", response_model=NewItemsResponse, status_code=201)
     def add_items(req: NewItemsRequest) -> NewItemsResponse:
-        if not can_add:
+        if not svc.can_add:
             raise HTTPException(
                 501,
                 f"model '{rec.model.name}' cannot embed items from content features; "
                 "use a model with item_embeddings_from_features (see docs/serving.md)",
             )
-        expected = rec.data.modalities
-        features: dict[str, np.ndarray] = {}
-        for name in expected:
-            rows = [it.features.get(name) for it in req.items]
-            missing = [it.id for it, r in zip(req.items, rows, strict=True) if r is None]
-            if missing:
-                raise HTTPException(422, f"item {missing[0]!r} lacks the '{name}' feature vector")
-            dim = rec.data.features[name].shape[1]
-            bad = [it.id for it, r in zip(req.items, rows, strict=True) if len(r or []) != dim]
-            if bad:
-                raise HTTPException(422, f"item {bad[0]!r}: '{name}' must have {dim} values")
-            arr = np.asarray(rows, dtype=np.float32)
-            if not np.isfinite(arr).all():
-                raise HTTPException(422, f"'{name}' has non-finite values")
-            features[name] = arr
-        extra = sorted({n for it in req.items for n in it.features} - set(expected))
-        if extra:
-            raise HTTPException(422, f"unknown modality {extra[0]!r}; this model uses {expected}")
+        features = _new_item_features(rec, req)
         try:
-            with lock:
+            with svc.lock:
                 rec.add_items([it.id for it in req.items], features)
-                searcher.items_added(len(req.items))
+                svc.searcher.items_added(len(req.items))
         except NotImplementedError as exc:
             raise HTTPException(501, str(exc)) from None
+        except DuplicateIdError as exc:
+            raise HTTPException(409, str(exc)) from None
         except ModalrecError as exc:
-            status = 409 if "already exists" in str(exc) else 422
-            raise HTTPException(status, str(exc)) from None
+            raise HTTPException(422, str(exc)) from None
         return NewItemsResponse(added=[it.id for it in req.items], n_items=rec.n_items)
-
-    return app
 
 
 def _base_embed() -> Any:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from modalrec.atomic import atomic_path, check_output_path
 from modalrec.errors import ModalrecError
 from modalrec.recommend import Recommender
 
@@ -43,9 +44,11 @@ def export_embeddings(rec: Recommender, out: str | Path, fmt: str = "npz") -> li
     if fmt == "npz":
         if out.suffix != ".npz":
             out = out.with_suffix(".npz")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # plain numeric/unicode arrays: written and readable with allow_pickle=False
-        np.savez(out, allow_pickle=False, **arrays)
+        check_output_path(out)
+        # plain numeric/unicode arrays: written and readable with allow_pickle=False; a failed write keeps the
+        # previous file (temporary file + rename)
+        with atomic_path(out, suffix=".npz") as tmp:
+            np.savez(tmp, allow_pickle=False, **arrays)
         return [out]
     if fmt == "parquet":
         try:
@@ -55,6 +58,7 @@ def export_embeddings(rec: Recommender, out: str | Path, fmt: str = "npz") -> li
             raise ModalrecError(
                 "--format parquet needs pyarrow (pip install pyarrow); --format npz needs nothing extra"
             ) from None
+        check_output_path(out, folder=True)
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for side in ("users", "items"):
@@ -69,7 +73,8 @@ def export_embeddings(rec: Recommender, out: str | Path, fmt: str = "npz") -> li
                 for key in sorted(arrays.keys() - _STANDARD):
                     cols[key] = pa.array(arrays[key], pa.float32())
             path = out / f"{side}.parquet"
-            pq.write_table(pa.table(cols), path)
+            with atomic_path(path, suffix=".parquet") as tmp:
+                pq.write_table(pa.table(cols), tmp)
             written.append(path)
         return written
     raise ModalrecError(f"unknown export format {fmt!r}; choose npz or parquet")
