@@ -313,7 +313,9 @@ def test_mmssl_discriminator_and_generated_graphs_fit_budget(monkeypatch: pytest
     MMSSL(data, MMSSL.Config(d_columns=64))  # the sampled-columns D fits the same budget
 
 
-def test_mmssl_full_width_discriminator_falls_back_to_sampled_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mmssl_full_width_discriminator_falls_back_to_sampled_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from modalrec.models.mmssl import MMSSL
 
     data = make_synthetic(SyntheticConfig(n_users=60, n_items=2000, n_interactions=900, seed=0))
