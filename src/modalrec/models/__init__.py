@@ -12,6 +12,7 @@ from modalrec.models.lattice import LATTICE
 from modalrec.models.lightgcn import LightGCN
 from modalrec.models.lightgcn_m import LightGCNM
 from modalrec.models.mf import MF
+from modalrec.models.mgcn import MGCN
 from modalrec.models.micro import MICRO
 from modalrec.models.mmgcl import MMGCL
 from modalrec.models.mmgcn import MMGCN
@@ -48,6 +49,7 @@ MODELS: dict[str, type[Model]] = {
     "itemknn_cbf": ItemKNNCBF,
     # item-graph multi-modal models
     "freedom": FREEDOM,
+    "mgcn": MGCN,
 }
 
 __all__ = ["MODELS", "Embeddings", "Model"]
