@@ -9,6 +9,7 @@ from modalrec.models.grcn import GRCN
 from modalrec.models.hccf import HCCF
 from modalrec.models.itemknn import ItemKNN, ItemKNNCBF
 from modalrec.models.lattice import LATTICE
+from modalrec.models.lgmrec import LGMRec
 from modalrec.models.lightgcn import LightGCN
 from modalrec.models.lightgcn_m import LightGCNM
 from modalrec.models.mf import MF
@@ -50,6 +51,7 @@ MODELS: dict[str, type[Model]] = {
     # item-graph multi-modal models
     "freedom": FREEDOM,
     "mgcn": MGCN,
+    "lgmrec": LGMRec,
 }
 
 __all__ = ["MODELS", "Embeddings", "Model"]
