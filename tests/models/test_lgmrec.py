@@ -105,6 +105,11 @@ def test_contrastive_loss_hand_case(tiny: Dataset) -> None:
         return total
 
     torch.testing.assert_close(got, naive(a_u, b_u, users) + naive(a_i, b_i, pos), rtol=1e-5, atol=1e-5)
+    # anchors: b random batch rows, rescaled to the batch sum; its mean over draws is the full value
+    sub = LGMRec(tiny, LGMRec.Config(cl_anchors=1))
+    torch.manual_seed(0)
+    draws = torch.stack([sub.hypergraph_contrast([(a_u, a_i), (b_u, b_i)], batch) for _ in range(600)])
+    torch.testing.assert_close(draws.mean(), got, rtol=0.05, atol=0.0)
 
 
 def test_loss_terms_and_gradients(tiny: Dataset) -> None:
