@@ -10,13 +10,16 @@ from modalrec.data.dataset import Dataset
 from modalrec.fields import set_fields
 from modalrec.models.base import Embeddings, Model
 from modalrec.models.clcrec import CLCRec
+from modalrec.models.freedom import FREEDOM
 from modalrec.models.grcn import GRCN
 from modalrec.models.hccf import HCCF
 from modalrec.models.itemknn import ItemKNN, ItemKNNCBF
 from modalrec.models.lattice import LATTICE
+from modalrec.models.lgmrec import LGMRec
 from modalrec.models.lightgcn import LightGCN
 from modalrec.models.lightgcn_m import LightGCNM
 from modalrec.models.mf import MF
+from modalrec.models.mgcn import MGCN
 from modalrec.models.micro import MICRO
 from modalrec.models.mmgcl import MMGCL
 from modalrec.models.mmgcn import MMGCN
@@ -51,6 +54,10 @@ MODELS: dict[str, type[Model]] = {
     "clcrec": CLCRec,
     "mmgcl": MMGCL,
     "itemknn_cbf": ItemKNNCBF,
+    # item-graph multi-modal models
+    "freedom": FREEDOM,
+    "mgcn": MGCN,
+    "lgmrec": LGMRec,
 }
 
 
