@@ -31,6 +31,7 @@ TEST_BUDGET: dict[str, tuple[int, tuple[str, ...]]] = {
     "micro": (6, ()),  # enough to beat popularity on `tiny`
     "lattice": (6, ()),
     "mmssl": (10, ()),
+    "freedom": (8, ()),  # ρ = 0.8 keeps 20% of the edges per epoch
     # at lr 1e-3 the InfoNCE term dominates the first hundreds of steps from a small initialisation and BPR
     # stalls near ln 2 (also seen on amazon-baby); lr 1e-2 trains
     "sgl": (DEFAULT_EPOCHS, ("train.lr=0.01",)),

@@ -63,7 +63,6 @@ class FREEDOM(Model):
 
     name = "freedom"
     modalities = "any"
-    test_epochs: ClassVar[int] = 8  # the shared behavioural test: ρ = 0.8 keeps 20% of the edges per epoch
     # The paper's ablations: no pruning / random dropout instead of degree-sensitive pruning (the denoising
     # graph), no item-item graph (the frozen graph), and no feature BPR term.
     variants: ClassVar[dict[str, dict[str, Any]]] = {
