@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from modalrec.models.base import Embeddings, Model
 from modalrec.models.clcrec import CLCRec
+from modalrec.models.dragon import DRAGON
 from modalrec.models.grcn import GRCN
 from modalrec.models.hccf import HCCF
 from modalrec.models.itemknn import ItemKNN, ItemKNNCBF
@@ -45,6 +46,8 @@ MODELS: dict[str, type[Model]] = {
     "clcrec": CLCRec,
     "mmgcl": MMGCL,
     "itemknn_cbf": ItemKNNCBF,
+    # item-graph family (MMRec baselines)
+    "dragon": DRAGON,
 }
 
 __all__ = ["MODELS", "Embeddings", "Model"]
