@@ -21,6 +21,7 @@ from modalrec.models.ngcf import NGCF
 from modalrec.models.popularity import Popularity
 from modalrec.models.sgl import SGL
 from modalrec.models.slmrec import SLMRec
+from modalrec.models.smore import SMORE
 from modalrec.models.vbpr import VBPR
 
 MODELS: dict[str, type[Model]] = {
@@ -48,6 +49,7 @@ MODELS: dict[str, type[Model]] = {
     "itemknn_cbf": ItemKNNCBF,
     # item-graph family (MMRec baselines)
     "dragon": DRAGON,
+    "smore": SMORE,
 }
 
 __all__ = ["MODELS", "Embeddings", "Model"]

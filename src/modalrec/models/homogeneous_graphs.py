@@ -7,6 +7,7 @@
 * :func:`binary_knn_graph` — the frozen item-item kNN graph of FREEDOM / DRAGON / PGL: s_ij = 1 if j is among the
   k most cosine-similar items of i (i itself included), then D^{-1/2} S D^{-1/2} with row-sum degrees.
 * :func:`weighted_sum_graph` — Σ_m w_m S^m over modalities as one edge list (duplicates add up).
+* :func:`max_pool_graph` — the element-wise maximum of several graphs over the union of their edges (SMORE).
 """
 
 from __future__ import annotations
@@ -107,3 +108,26 @@ def modality_weights(weights: list[float] | None, n_modalities: int) -> list[flo
 def weighted_sum_graph(graphs: list[Edges], weights: list[float]) -> Edges:
     """Σ_m w_m S^m as one edge list."""
     return concat_edges([g.scaled(w) for g, w in zip(graphs, weights, strict=True)])
+
+
+def max_pool_graph(graphs: list[Edges], n: int) -> Edges:
+    """Element-wise maximum of several [n, n] graphs over the union of their edges (SMORE's fused item graph).
+
+    An edge present in one graph only keeps that graph's weight; duplicate (row, col) pairs inside one graph
+    are first summed, as they would be in a product with it.
+    """
+    summed = []
+    for g in graphs:
+        key = g.rows * n + g.cols
+        uniq, inverse = torch.unique(key, return_inverse=True)
+        vals = torch.zeros(uniq.shape[0], dtype=g.vals.dtype, device=g.vals.device).index_add(
+            0, inverse, g.vals
+        )
+        summed.append((uniq, vals))
+    keys = torch.cat([k for k, _ in summed])
+    vals = torch.cat([v for _, v in summed])
+    uniq, inverse = torch.unique(keys, return_inverse=True)
+    pooled = torch.full((uniq.shape[0],), -torch.inf, dtype=vals.dtype, device=vals.device).scatter_reduce(
+        0, inverse, vals, reduce="amax", include_self=True
+    )
+    return Edges(uniq // n, uniq % n, pooled)
