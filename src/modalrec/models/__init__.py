@@ -18,6 +18,7 @@ from modalrec.models.mmgcn import MMGCN
 from modalrec.models.mmssl import MMSSL
 from modalrec.models.ncl import NCL
 from modalrec.models.ngcf import NGCF
+from modalrec.models.pgl import PGL
 from modalrec.models.popularity import Popularity
 from modalrec.models.sgl import SGL
 from modalrec.models.slmrec import SLMRec
@@ -50,6 +51,7 @@ MODELS: dict[str, type[Model]] = {
     # item-graph family (MMRec baselines)
     "dragon": DRAGON,
     "smore": SMORE,
+    "pgl": PGL,
 }
 
 __all__ = ["MODELS", "Embeddings", "Model"]
