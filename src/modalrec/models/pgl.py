@@ -154,6 +154,8 @@ class PGL(Model):
     ii_rows: torch.Tensor  # item-item graph S [E_i]
     ii_cols: torch.Tensor
     ii_vals: torch.Tensor
+    global_graph: torch.Tensor  # "global": the principal subgraph G [(U+I), (U+I)] (sparse CSR) and Gᵀ
+    global_graph_t: torch.Tensor
 
     @dataclass
     class Config:
