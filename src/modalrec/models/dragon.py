@@ -39,16 +39,18 @@ from torch import nn
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
-from modalrec.graph import normalized_adjacency, propagate, spmm_edges
+from modalrec.graph import normalized_adjacency, propagate, sparse_mm
 from modalrec.losses import bpr_loss
 from modalrec.models.base import Embeddings, Model
 from modalrec.models.homogeneous_graphs import (
     binary_knn_graph,
     cooccurrence_topk,
+    edges_to_csr,
     modality_weights,
     row_softmax,
     weighted_sum_graph,
 )
+from modalrec.models.item_graphs import Edges
 
 
 class DRAGON(Model):
@@ -63,12 +65,12 @@ class DRAGON(Model):
         "sum fusion": {"fusion": "sum"},
     }
     adj: torch.Tensor  # [(U+I), (U+I)] normalised bipartite adjacency (sparse CSR)
-    ii_rows: torch.Tensor  # item-item edges S: rows, cols, weights [E_i]
-    ii_cols: torch.Tensor
-    ii_vals: torch.Tensor
-    uu_rows: torch.Tensor  # user-user edges: rows, cols, β weights [E_u]
-    uu_cols: torch.Tensor
-    uu_vals: torch.Tensor
+    item_graph: torch.Tensor  # [I, I] item-item graph S (sparse CSR) and its transpose
+    item_graph_t: torch.Tensor
+    user_graph: (
+        torch.Tensor
+    )  # [U, U] user-user weights β (sparse CSR, top-k entries per row) and its transpose
+    user_graph_t: torch.Tensor
 
     @dataclass
     class Config:
@@ -120,19 +122,18 @@ class DRAGON(Model):
         graphs = [
             binary_knn_graph(self._feat(i), cfg.knn_k, cfg.chunk_size) for i in range(self.n_modalities)
         ]
-        item_graph = weighted_sum_graph(graphs, weights)
-        self.register_buffer("ii_rows", item_graph.rows, persistent=False)
-        self.register_buffer("ii_cols", item_graph.cols, persistent=False)
-        self.register_buffer("ii_vals", item_graph.vals, persistent=False)
+        item_graph, item_graph_t = edges_to_csr(weighted_sum_graph(graphs, weights), data.n_items)
+        self.register_buffer("item_graph", item_graph, persistent=False)
+        self.register_buffer("item_graph_t", item_graph_t, persistent=False)
 
         rows, cols, counts = cooccurrence_topk(data.train, cfg.user_k, cfg.chunk_size)
         if cfg.user_weighting == "softmax":
             beta = row_softmax(rows, counts, data.n_users)
         else:
             beta = row_softmax(rows, torch.zeros_like(counts), data.n_users)
-        self.register_buffer("uu_rows", rows, persistent=False)
-        self.register_buffer("uu_cols", cols, persistent=False)
-        self.register_buffer("uu_vals", beta, persistent=False)
+        user_graph, user_graph_t = edges_to_csr(Edges(rows, cols, beta), data.n_users)
+        self.register_buffer("user_graph", user_graph, persistent=False)
+        self.register_buffer("user_graph_t", user_graph_t, persistent=False)
 
     def _feat(self, idx: int) -> torch.Tensor:
         return getattr(self, f"feat_{idx}")
@@ -158,10 +159,10 @@ class DRAGON(Model):
         if self.cfg.use_item_graph:
             h = items
             for _ in range(self.cfg.n_item_layers):
-                h = spmm_edges(self.ii_rows, self.ii_cols, self.ii_vals, h, self.n_items)
+                h = sparse_mm(self.item_graph, h, self.item_graph_t)
             items = items + h
         if self.cfg.use_user_graph:
-            users = users + spmm_edges(self.uu_rows, self.uu_cols, self.uu_vals, users, self.n_users)
+            users = users + sparse_mm(self.user_graph, users, self.user_graph_t)
         return Embeddings(users, items)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:

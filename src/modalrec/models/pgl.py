@@ -48,13 +48,17 @@ from modalrec.graph import (
     normalized_interactions,
     scipy_to_torch,
     sparse_mm,
-    spmm_edges,
     sym_normalize,
     to_csr,
 )
 from modalrec.losses import bpr_loss, info_nce
 from modalrec.models.base import Embeddings, Model
-from modalrec.models.homogeneous_graphs import binary_knn_graph, modality_weights, weighted_sum_graph
+from modalrec.models.homogeneous_graphs import (
+    binary_knn_graph,
+    edges_to_csr,
+    modality_weights,
+    weighted_sum_graph,
+)
 
 SUBGRAPHS = ("local", "global", "full")
 
@@ -151,9 +155,8 @@ class PGL(Model):
     r_hat_t: torch.Tensor  # [I, U]
     edge_users: torch.Tensor  # [E] training interactions
     edge_items: torch.Tensor
-    ii_rows: torch.Tensor  # item-item graph S [E_i]
-    ii_cols: torch.Tensor
-    ii_vals: torch.Tensor
+    item_graph: torch.Tensor  # [I, I] item-item graph S (sparse CSR) and its transpose
+    item_graph_t: torch.Tensor
     global_graph: torch.Tensor  # "global": the principal subgraph G [(U+I), (U+I)] (sparse CSR) and Gᵀ
     global_graph_t: torch.Tensor
 
@@ -204,9 +207,9 @@ class PGL(Model):
         self.register_buffer("edge_items", torch.from_numpy(coo.col.astype(np.int64)), persistent=False)
         weights = modality_weights(cfg.item_graph_weights, self.n_modalities)
         graph = weighted_sum_graph([binary_knn_graph(r, cfg.knn_k, cfg.chunk_size) for r in raw], weights)
-        self.register_buffer("ii_rows", graph.rows, persistent=False)
-        self.register_buffer("ii_cols", graph.cols, persistent=False)
-        self.register_buffer("ii_vals", graph.vals, persistent=False)
+        item_graph, item_graph_t = edges_to_csr(graph, data.n_items)
+        self.register_buffer("item_graph", item_graph, persistent=False)
+        self.register_buffer("item_graph_t", item_graph_t, persistent=False)
         if cfg.subgraph == "global":
             g = svd_principal_graph(
                 sym_normalize(bipartite_adjacency(data.train)),
@@ -263,7 +266,7 @@ class PGL(Model):
         users = torch.cat(list(self.user_prefs), dim=1)
         h = items
         for _ in range(self.cfg.n_item_layers):
-            h = spmm_edges(self.ii_rows, self.ii_cols, self.ii_vals, h, self.n_items)
+            h = sparse_mm(self.item_graph, h, self.item_graph_t)
         u, i = self._propagate(users, items)
         return Embeddings(u, i + h if self.cfg.n_item_layers > 0 else i)
 

@@ -40,11 +40,11 @@ from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
-from modalrec.graph import bipartite_layer_mean, normalized_interactions, sparse_mm, spmm_edges
+from modalrec.graph import bipartite_layer_mean, normalized_interactions, sparse_mm
 from modalrec.losses import bpr_loss, info_nce, l2_reg
 from modalrec.models.base import Embeddings, Model
-from modalrec.models.homogeneous_graphs import max_pool_graph
-from modalrec.models.item_graphs import Edges, knn_normalized_graph
+from modalrec.models.homogeneous_graphs import edges_to_csr, max_pool_graph
+from modalrec.models.item_graphs import knn_normalized_graph
 
 
 def spectral_filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -132,9 +132,9 @@ class SMORE(Model):
         graphs = [knn_normalized_graph(r, cfg.knn_k, cfg.chunk_size) for r in raw]
         graphs.append(max_pool_graph(graphs, data.n_items))
         for idx, g in enumerate(graphs):  # index M is the fused graph S^f
-            self.register_buffer(f"graph_rows_{idx}", g.rows, persistent=False)
-            self.register_buffer(f"graph_cols_{idx}", g.cols, persistent=False)
-            self.register_buffer(f"graph_vals_{idx}", g.vals, persistent=False)
+            a, a_t = edges_to_csr(g, data.n_items)
+            self.register_buffer(f"graph_{idx}", a, persistent=False)
+            self.register_buffer(f"graph_t_{idx}", a_t, persistent=False)
 
     def raw_features(self, idx: int) -> torch.Tensor:
         """x^m of modality ``idx``: [I, d_m]."""
@@ -142,9 +142,9 @@ class SMORE(Model):
             return self.raw[idx]
         return getattr(self, f"raw_{idx}")
 
-    def graph(self, idx: int) -> Edges:
-        """S^m for idx < M, the fused S^f for idx = M."""
-        return Edges(*(getattr(self, f"graph_{part}_{idx}") for part in ("rows", "cols", "vals")))
+    def graph(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """S^m for idx < M, the fused S^f for idx = M, with its transpose ([I, I] sparse CSR each)."""
+        return getattr(self, f"graph_{idx}"), getattr(self, f"graph_t_{idx}")
 
     def spectral_views(self) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """The denoised c^m (list of [I, d]) and the fused c^f ([I, d], None without the fused view)."""
@@ -163,9 +163,9 @@ class SMORE(Model):
     def _graph_view(self, idx: int, signal: torch.Tensor) -> torch.Tensor:
         """[h^v_u; h^v_i]: gated ID embeddings propagated over S^v, users reading their items: [(U+I), d]."""
         h = self.item_emb * self.item_gates[idx](signal)
-        g = self.graph(idx)
+        g, g_t = self.graph(idx)
         for _ in range(self.cfg.n_item_layers):
-            h = spmm_edges(g.rows, g.cols, g.vals, h, self.n_items)
+            h = sparse_mm(g, h, g_t)
         return torch.cat([sparse_mm(self.r_hat, h, self.r_hat_t), h], dim=0)
 
     def forward(self) -> Embeddings:
