@@ -10,6 +10,7 @@ from modalrec.data.dataset import Dataset
 from modalrec.fields import set_fields
 from modalrec.models.base import Embeddings, Model
 from modalrec.models.clcrec import CLCRec
+from modalrec.models.dragon import DRAGON
 from modalrec.models.freedom import FREEDOM
 from modalrec.models.grcn import GRCN
 from modalrec.models.hccf import HCCF
@@ -26,9 +27,11 @@ from modalrec.models.mmgcn import MMGCN
 from modalrec.models.mmssl import MMSSL
 from modalrec.models.ncl import NCL
 from modalrec.models.ngcf import NGCF
+from modalrec.models.pgl import PGL
 from modalrec.models.popularity import Popularity
 from modalrec.models.sgl import SGL
 from modalrec.models.slmrec import SLMRec
+from modalrec.models.smore import SMORE
 from modalrec.models.vbpr import VBPR
 
 MODELS: dict[str, type[Model]] = {
@@ -54,10 +57,13 @@ MODELS: dict[str, type[Model]] = {
     "clcrec": CLCRec,
     "mmgcl": MMGCL,
     "itemknn_cbf": ItemKNNCBF,
-    # item-graph multi-modal models
+    # the item-graph family the field compares against
     "freedom": FREEDOM,
+    "dragon": DRAGON,
     "mgcn": MGCN,
     "lgmrec": LGMRec,
+    "smore": SMORE,
+    "pgl": PGL,
 }
 
 
