@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from modalrec.models.base import Embeddings, Model
 from modalrec.models.clcrec import CLCRec
+from modalrec.models.diffmm import DiffMM
 from modalrec.models.grcn import GRCN
 from modalrec.models.hccf import HCCF
 from modalrec.models.itemknn import ItemKNN, ItemKNNCBF
@@ -45,6 +46,8 @@ MODELS: dict[str, type[Model]] = {
     "clcrec": CLCRec,
     "mmgcl": MMGCL,
     "itemknn_cbf": ItemKNNCBF,
+    # self-supervised and generative multi-modal models
+    "diffmm": DiffMM,
 }
 
 __all__ = ["MODELS", "Embeddings", "Model"]
