@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.bm3 import BM3
 from modalrec.models.clcrec import CLCRec
 from modalrec.models.diffmm import DiffMM
 from modalrec.models.grcn import GRCN
@@ -48,6 +49,7 @@ MODELS: dict[str, type[Model]] = {
     "itemknn_cbf": ItemKNNCBF,
     # self-supervised and generative multi-modal models
     "diffmm": DiffMM,
+    "bm3": BM3,
 }
 
 __all__ = ["MODELS", "Embeddings", "Model"]
