@@ -12,6 +12,7 @@ from modalrec.models.itemknn import ItemKNN, ItemKNNCBF
 from modalrec.models.lattice import LATTICE
 from modalrec.models.lightgcn import LightGCN
 from modalrec.models.lightgcn_m import LightGCNM
+from modalrec.models.mentor import MENTOR
 from modalrec.models.mf import MF
 from modalrec.models.micro import MICRO
 from modalrec.models.mmgcl import MMGCL
@@ -50,6 +51,7 @@ MODELS: dict[str, type[Model]] = {
     # self-supervised and generative multi-modal models
     "diffmm": DiffMM,
     "bm3": BM3,
+    "mentor": MENTOR,
 }
 
 __all__ = ["MODELS", "Embeddings", "Model"]
