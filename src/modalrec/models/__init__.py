@@ -9,7 +9,9 @@ import torch
 from modalrec.data.dataset import Dataset
 from modalrec.fields import set_fields
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.bm3 import BM3
 from modalrec.models.clcrec import CLCRec
+from modalrec.models.diffmm import DiffMM
 from modalrec.models.dragon import DRAGON
 from modalrec.models.freedom import FREEDOM
 from modalrec.models.grcn import GRCN
@@ -19,6 +21,7 @@ from modalrec.models.lattice import LATTICE
 from modalrec.models.lgmrec import LGMRec
 from modalrec.models.lightgcn import LightGCN
 from modalrec.models.lightgcn_m import LightGCNM
+from modalrec.models.mentor import MENTOR
 from modalrec.models.mf import MF
 from modalrec.models.mgcn import MGCN
 from modalrec.models.micro import MICRO
@@ -64,6 +67,10 @@ MODELS: dict[str, type[Model]] = {
     "lgmrec": LGMRec,
     "smore": SMORE,
     "pgl": PGL,
+    # self-supervised and generative multi-modal models
+    "diffmm": DiffMM,
+    "bm3": BM3,
+    "mentor": MENTOR,
 }
 
 

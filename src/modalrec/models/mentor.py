@@ -1,0 +1,239 @@
+"""MENTOR: Multi-level Self-supervised Learning for Multimodal Recommendation (Xu et al., AAAI 2025).
+
+Encoders (paper Sec. "Graph convolution"), one per channel c ∈ {modality 1..M, ID}:
+  x^c = normalize([P^c ; MLP^c(X^c)]) over the N = U + I nodes (P^c [U, d] user preferences, X^c the item
+  features of modality c, or a learned ID table for the ID channel; MLP^c: Linear(d_c, 4d) -> LeakyReLU ->
+  Linear(4d, d)); two hops over the symmetric-normalised user-item graph A: h^c = x^c + A x^c + A² x^c.
+Fusion: user r_u = [w_u1 h_u^1 ‖ ... ‖ w_uM h_u^M] (learned per-user modality weights w_u), item
+  r_i = [h_i^1 ‖ ... ‖ h_i^M] + S^L [h_i^1 ‖ ... ‖ h_i^M], S = Σ_m β_m S^m the fixed kNN item-item graphs of the
+  raw features (k per item, D^{-1/2} S D^{-1/2}, built in row chunks). The ID ("guide") view and each
+  modality's own view use the same layout with M copies of h^ID (h^m). Score ŷ_ui = r_u · r_i.
+Multi-level self-supervision:
+  * ID-guided alignment  L_align = Σ over pairs (a, b) of {fused, ID, modality 1..M}
+    |σ²_a - σ²_b| + |μ_a - μ_b|, the mean and variance of each view's whole embedding table;
+  * feature masking  L_mask_f = Σ_{u,i} 1 - cos(sg(Dropout_p(r)), f(r)), f a Linear(Md, Md) predictor;
+  * graph perturbation  L_mask_g = InfoNCE(r', r'') between two views whose every hop adds
+    sign(h) ⊙ 0.1·normalize(U(0,1) noise) (SimGCL-style), for the batch's users and items;
+  L = L_BPR + λ_reg (Σ_m mean(P^m[u]²) + mean(w²)) + λ_align L_align + λ_f L_mask_f + λ_g L_mask_g.
+
+Deviations from the official code (Jinfeng-Xu/MENTOR), each stated: the code computes L_mask_f entirely under
+``torch.no_grad`` (it has no gradient, hence no effect); here f receives it (``mask_f_grad=False`` restores the
+code's no-op). The code uses two extra untied encoders for the perturbed views; here the perturbed views reuse
+the clean encoders (as SimGCL does; ``tied_noise_views``). The code's InfoNCE of L_mask_g runs over all users and
+all items ([U, U] logits); here over the batch's unique users and items (``cl_scope="batch"``), with
+``"all"`` computing the code's form in chunks. BPR uses the natural log (the code log2, a constant factor).
+kNN item graphs drop negative similarities (the code keeps the top-k whatever their sign). The image/text mix
+β (code 0.1/0.9 for two named modalities) is ``graph_weights``, equal by default for any modalities.
+Ablations (paper Sec. 4.3): ``w/o-align``, ``w/o-mask_f``, ``w/o-mask_g``, ``w/o-SSL`` (all three off).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalrec.data.dataset import Dataset
+from modalrec.data.sampling import Batch
+from modalrec.errors import ConfigError
+from modalrec.graph import knn_edges, normalize_edges, normalized_adjacency, scipy_to_torch, sparse_mm
+from modalrec.losses import bpr_loss, info_nce
+from modalrec.models.base import Embeddings, Model
+
+
+def knn_item_graph(feats: list[np.ndarray], weights: list[float], k: int, chunk: int = 1024) -> torch.Tensor:
+    """S = Σ_m β_m D^{-1/2} S^m D^{-1/2}, S^m the binary top-k cosine graph of modality m: sparse CSR [I, I]."""
+    n = feats[0].shape[0]
+    total = sp.csr_matrix((n, n), dtype=np.float32)
+    for x, w in zip(feats, weights, strict=True):
+        rows, cols, vals = knn_edges(torch.from_numpy(x), k, chunk_size=chunk, drop_negative=True)
+        keep = vals > 0
+        rows, cols = rows[keep], cols[keep]
+        norm = normalize_edges(rows, cols, torch.ones(len(rows)), n, mode="sym")
+        total = total + w * sp.csr_matrix((norm.numpy(), (rows.numpy(), cols.numpy())), shape=(n, n))
+    return scipy_to_torch(total)
+
+
+class ChannelEncoder(nn.Module):
+    """h^c = x + A x + A² x with x = normalize([P^c ; MLP(X^c)]), optionally with SimGCL noise per hop."""
+
+    def __init__(self, n_users: int, in_dim: int, dim: int) -> None:
+        super().__init__()
+        self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, dim)))
+        self.mlp_in = nn.Linear(in_dim, 4 * dim)
+        self.mlp_out = nn.Linear(4 * dim, dim)
+
+    def forward(self, adj: torch.Tensor, items: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+        """adj [N, N] sparse, items [I, in_dim] -> [N, dim]."""
+        x = F.normalize(torch.cat([self.preference, self.mlp_out(F.leaky_relu(self.mlp_in(items)))]), dim=1)
+        out, h = x, x
+        for _ in range(2):
+            h = sparse_mm(adj, h)
+            if noise > 0:
+                h = h + torch.sign(h) * F.normalize(torch.rand_like(h), dim=1) * noise
+            out = out + h
+        return out
+
+
+class MENTOR(Model):
+    """Per-modality + ID graph encoders, kNN item graphs, ID-guided multi-level self-supervision."""
+
+    name = "mentor"
+    modalities = "any"
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        "w/o-align": {"align_weight": 0.0},
+        "w/o-mask_f": {"mask_f_weight": 0.0},
+        "w/o-mask_g": {"mask_g_weight": 0.0},
+        "w/o-SSL": {"align_weight": 0.0, "mask_f_weight": 0.0, "mask_g_weight": 0.0},
+    }
+
+    @dataclass
+    class Config:
+        embed_dim: int = 64  # d of every channel (fused width M·d)
+        knn_k: int = 10  # neighbours per item in the kNN item graphs
+        n_item_layers: int = 1  # L hops over the item graph S (official n_mm_layers)
+        graph_weights: tuple[float, ...] | None = (
+            None  # β_m per modality; None = equal (code: image 0.1, text 0.9)
+        )
+        reg_weight: float = 1e-3  # λ_reg (official)
+        align_weight: float = 0.1  # λ_align (official)
+        mask_f_weight: float = 1.5  # λ_f (official mask_weight_f)
+        mask_g_weight: float = 1e-3  # λ_g (official search {1e-4, 1e-3})
+        dropout: float = 0.5  # p of the feature-masking dropout (official)
+        temperature: float = 0.2  # τ of L_mask_g (official search {0.2, 0.4, 0.6})
+        noise_eps: float = 0.1  # magnitude of the per-hop perturbation (official 0.1)
+        mask_f_grad: bool = True  # L_mask_f trains the predictor f (False: the code's gradient-free form)
+        tied_noise_views: bool = True  # perturbed views reuse the clean encoders (official: untied copies)
+        cl_scope: str = "batch"  # L_mask_g over the batch's users/items, or "all" users and items (code)
+        cl_chunk: int = 4096  # rows per InfoNCE block
+
+    adj: torch.Tensor
+    item_graph: torch.Tensor
+    item_graph_t: torch.Tensor
+
+    def __init__(self, data: Dataset, cfg: Config) -> None:
+        super().__init__(data, cfg)
+        if cfg.cl_scope not in ("batch", "all"):
+            raise ConfigError(f"mentor cl_scope must be 'batch' or 'all', not {cfg.cl_scope!r}")
+        d = cfg.embed_dim
+        names = list(data.modalities)
+        self.n_modalities = len(names)
+        weights = list(cfg.graph_weights) if cfg.graph_weights else [1.0 / len(names)] * len(names)
+        if len(weights) != len(names):
+            raise ConfigError(f"mentor graph_weights needs {len(names)} values (one per modality)")
+        for m, n in enumerate(names):
+            self.register_buffer(f"feat_{m}", torch.from_numpy(data.features[n]), persistent=False)
+        self.encoders = nn.ModuleList(
+            ChannelEncoder(data.n_users, data.features[n].shape[1], d) for n in names
+        )
+        self.noise_encoders = (
+            None
+            if cfg.tied_noise_views
+            else nn.ModuleList(
+                ChannelEncoder(data.n_users, data.features[n].shape[1], d) for n in names for _ in range(2)
+            )
+        )
+        self.id_feat = nn.Parameter(nn.init.xavier_normal_(torch.empty(data.n_items, d)))
+        self.id_encoder = ChannelEncoder(data.n_users, d, d)
+        self.user_weight = nn.Parameter(torch.softmax(torch.randn(data.n_users, self.n_modalities), dim=1))
+        self.predictor = nn.Linear(self.n_modalities * d, self.n_modalities * d)
+        self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
+        feats = [data.features[n] for n in names]
+        graph = knn_item_graph(feats, weights, cfg.knn_k)
+        self.register_buffer("item_graph", graph, persistent=False)
+        # a top-k graph is not symmetric: the backward pass of S·x needs Sᵀ
+        self.register_buffer("item_graph_t", graph.t().to_sparse_csr(), persistent=False)
+
+    # ---- representations ----------------------------------------------------------------------------------
+    def _item_side(self, items: torch.Tensor) -> torch.Tensor:
+        """r_i = x + S^L x for the concatenated item channels x [I, M·d]."""
+        h = items
+        for _ in range(self.cfg.n_item_layers):
+            h = sparse_mm(self.item_graph, h, self.item_graph_t)
+        return items + h
+
+    def _fuse(self, channels: list[torch.Tensor], weighted: bool = True) -> torch.Tensor:
+        """[N, M·d] from M channel outputs [N, d]: users weighted by w_u (fused view), items + item graph."""
+        n_u = self.n_users
+        users = [
+            (self.user_weight[:, m : m + 1] * c[:n_u]) if weighted else c[:n_u]
+            for m, c in enumerate(channels)
+        ]
+        items = self._item_side(torch.cat([c[n_u:] for c in channels], dim=1))
+        return torch.cat([torch.cat(users, dim=1), items])
+
+    def _channels(self, noise: float = 0.0, view: int = 0) -> list[torch.Tensor]:
+        encoders = self.encoders
+        if noise > 0 and self.noise_encoders is not None:
+            encoders = nn.ModuleList(self.noise_encoders[2 * m + view] for m in range(self.n_modalities))
+        return [enc(self.adj, getattr(self, f"feat_{m}"), noise) for m, enc in enumerate(encoders)]
+
+    def forward(self) -> Embeddings:
+        """r_u [U, M·d], r_i [I, M·d]; in training, extras hold the ID, per-modality and perturbed views."""
+        cfg = self.cfg
+        channels = self._channels()
+        fused = self._fuse(channels)
+        n_u = self.n_users
+        extras: dict[str, Any] = {"fused": fused}
+        if self.training:
+            if cfg.align_weight > 0:
+                h_id = self.id_encoder(self.adj, self.id_feat)
+                extras["guide"] = self._fuse([h_id] * self.n_modalities, weighted=False)
+                extras["modal"] = [self._fuse([c] * self.n_modalities, weighted=False) for c in channels]
+            if cfg.mask_g_weight > 0:
+                extras["noisy"] = [self._fuse(self._channels(cfg.noise_eps, view)) for view in range(2)]
+        return Embeddings(fused[:n_u], fused[n_u:], extras)
+
+    # ---- objective -----------------------------------------------------------------------------------------
+    def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
+        """bpr, reg, align, mask_f, mask_g (each already weighted)."""
+        cfg = self.cfg
+        extras = emb.extras or {}
+        users, pos, neg = batch.users, batch.pos, batch.neg
+        u = emb.users.index_select(0, users)
+        p, n = emb.items.index_select(0, pos), emb.items.index_select(0, neg)
+        reg = sum(
+            enc.preference.index_select(0, users).pow(2).mean()
+            for enc in self.encoders
+            if isinstance(enc, ChannelEncoder)
+        )
+        terms = {
+            "bpr": bpr_loss((u * p).sum(1), (u * n).sum(1)),
+            "reg": cfg.reg_weight * (torch.as_tensor(reg) + self.user_weight.pow(2).mean()),
+        }
+        if "guide" in extras:
+            views = [extras["fused"], extras["guide"], *extras["modal"]]
+            stats = [(v.var(), v.mean()) for v in views]
+            align = emb.users.new_zeros(())
+            for a in range(len(stats)):
+                for b in range(a + 1, len(stats)):
+                    align = align + (stats[a][0] - stats[b][0]).abs() + (stats[a][1] - stats[b][1]).abs()
+            terms["align"] = cfg.align_weight * align
+        if cfg.mask_f_weight > 0 and self.training:
+            mask = emb.users.new_zeros(())
+            for rep in (emb.users, emb.items):
+                target = F.dropout(rep.detach(), cfg.dropout, training=True)
+                online = self.predictor(rep if cfg.mask_f_grad else rep.detach())
+                if not cfg.mask_f_grad:
+                    online = online.detach()
+                mask = mask + 1.0 - F.cosine_similarity(target, online, dim=1).mean()
+            terms["mask_f"] = cfg.mask_f_weight * mask
+        if "noisy" in extras:
+            one, two = extras["noisy"]
+            n_u = self.n_users
+            if cfg.cl_scope == "batch":
+                uu, ii = torch.unique(users), torch.unique(pos) + n_u
+                g = info_nce(one[uu], two[uu], cfg.temperature, cfg.cl_chunk) + info_nce(
+                    one[ii], two[ii], cfg.temperature, cfg.cl_chunk
+                )
+            else:
+                g = info_nce(one[:n_u], two[:n_u], cfg.temperature, cfg.cl_chunk) + info_nce(
+                    one[n_u:], two[n_u:], cfg.temperature, cfg.cl_chunk
+                )
+            terms["mask_g"] = cfg.mask_g_weight * g
+        return terms
