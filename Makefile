@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first, so the package's torch>=2.2 range is already satisfied.
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.2"
-	$(PY) -m pip install -q -e ".[dev,serve,export]"
+	$(PY) -m pip install -q -e ".[dev,serve,export,tune]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,17 @@ def test_user_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["tune", "--model", "mf", "--trials", "1", "--space", str(bad), *TINY]) == 2
     assert "low > high" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+
+
+def test_tune_without_optuna_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now raises ImportError
+    out = tmp_path / "tune"
+    assert main(["tune", "--model", "mf", "--trials", "1", "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "modalrec[tune]" in err[0]
+    assert not out.exists()  # nothing written
 
 
 def test_ablate_variant_vs_full(tmp_path: Path) -> None:

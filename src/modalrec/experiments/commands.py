@@ -293,8 +293,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Optuna search; prints the chosen configuration, its validation score and its test metrics (once)."""
-    from modalrec.experiments.tune import read_space, tune
+    from modalrec.experiments.tune import read_space, require_optuna, tune
 
+    require_optuna()  # before any file is read, so a missing extra is the one error shown
     base_raw, experiment, per_model = _split_config(args.config)
     if experiment or per_model:
         raise ConfigError("tune takes a run config (no 'experiment' or 'models' sections)")

@@ -169,6 +169,7 @@ def tune(
     """
     from modalrec.data.source import dataset_from_config
 
+    require_optuna()
     if trials < 1:
         raise ConfigError("--trials must be >= 1")
     space = space or default_space(model)
@@ -196,6 +197,16 @@ def tune(
         finally:
             train_log.removeFilter(hide)
     return _report(study, model, space, base_cfg, make_cfg, out, command)
+
+
+def require_optuna() -> None:
+    """Fail with one clear line when Optuna (the optional ``tune`` extra) is not installed."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ModalrecError(
+            "tune needs Optuna, an optional dependency: pip install 'modalrec[tune]' (or pip install optuna)"
+        ) from None
 
 
 def _open_study(out: Path, seed: int, warmup_epochs: int) -> Any:
