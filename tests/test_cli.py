@@ -123,3 +123,26 @@ def test_model_may_come_from_the_config(tiny_folder: Path, tmp_path: Path) -> No
     assert main(["-q", "train", "--config", str(config), "--data", str(tiny_folder), "--out", str(run)]) == 0
     assert json.loads((run / "metrics.json").read_text())["model"] == "mf"
     assert main(["-q", "train", "--data", str(tiny_folder)]) == 2
+
+
+def test_version_prints_the_package_version(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+    import re
+
+    import modalrec
+    from modalrec.cli import package_version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"modalrec {package_version()}"
+    # The source tree's __version__ (the fallback) matches the version pyproject.toml declares.
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
+    assert declared is not None and modalrec.__version__ == declared.group(1)
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert package_version() == modalrec.__version__

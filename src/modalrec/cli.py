@@ -56,10 +56,23 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def package_version() -> str:
+    """The installed distribution's version; the source tree's ``__version__`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("modalrec")
+    except PackageNotFoundError:
+        from modalrec import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modalrec", description="Multi-modal recommendation: train, evaluate and serve recommenders."
     )
+    parser.add_argument("--version", action="version", version=f"modalrec {package_version()}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print results and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
