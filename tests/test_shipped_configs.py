@@ -1,16 +1,24 @@
-"""Every shipped run config (configs/*.yaml with a top-level `model:`) loads, validates and names real options."""
+"""Every shipped config loads, validates and names real options, and none carries a path of one machine.
+
+Shipped configs name no dataset (it is given with ``--data``); a command given such a config without ``--data``
+stops with one ``error:`` line instead of quietly training on the synthetic default.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from modalrec.cli import main
 from modalrec.config import build_model_config, load_config
+from modalrec.data import Dataset, save_dataset
 from modalrec.models import MODELS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
 RUN_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if "model" in (yaml.safe_load(p.read_text()) or {}))
 
 
@@ -26,3 +34,64 @@ def test_run_config_loads_and_every_model_field_exists(path: Path) -> None:
     for key, value in cfg.model.items():
         if key not in ("name", "variant"):
             assert getattr(model_cfg, key) == value, f"{path.name}: model.{key}"
+
+
+# A path outside the repository: parent folders, home folders, or an absolute path under a usual root.
+MACHINE_PATH = re.compile(r"\.\./|~/|(?<![\w.~-])/(home|work|tmp|mnt|data|Users|root|opt|var|srv|scratch)\b")
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.name)
+def test_no_config_names_a_machine_path(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    found = MACHINE_PATH.search(text)
+    assert found is None, f"{path.name}: {text[max(found.start() - 30, 0) : found.end() + 30]!r}"
+    raw = yaml.safe_load(text) or {}
+    data = raw.get("data") or {}
+    # The dataset comes from --data; only the embedded synthetic generator may be named in a config.
+    assert data.get("path", "synthetic") == "synthetic", f"{path.name}: data.path {data.get('path')!r}"
+
+
+def test_the_machine_path_rule_catches_what_it_must() -> None:
+    for bad in ("path: ../shared/data/tiktok", "--data /work/shared/data", "path: ~/data", "'/tmp/x'"):
+        assert MACHINE_PATH.search(bad), bad
+    for fine in ("docs/mmssl.md", "--data DATA/tiktok", "(/feats)", "pairs / batch"):
+        assert MACHINE_PATH.search(fine) is None, fine
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tiny: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_dataset(tiny, tmp_path_factory.mktemp("data") / "tiny")
+
+
+FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=512", "--set", "train.threads=1"]
+
+
+def test_a_shipped_config_takes_its_data_from_the_command_line(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train_config = str(CONFIGS / "tiktok-vbpr.yaml")
+    run = tmp_path / "run"
+    assert main(["-q", "train", "--config", train_config, "--out", str(run), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--data" in err[0]
+    assert "tiktok-vbpr.yaml" in err[0]
+    assert not run.exists()
+    train = ["-q", "train", "--config", train_config, *FAST]
+    assert main([*train, "--data", str(tiny_folder), "--out", str(run)]) == 0
+    assert (run / "metrics.json").is_file()
+
+    experiment = str(CONFIGS / "movielens-compare.yaml")
+    out = tmp_path / "compare"
+    compare = ["-q", "compare", "--config", experiment, "--models", "mf", "--seeds", "1", "--jobs", "1"]
+    assert main([*compare, "--out", str(out), *FAST]) == 2
+    assert "movielens-compare.yaml names no dataset" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*compare, "--out", str(out), "--data", str(tiny_folder), *FAST]) == 0
+    assert (out / "runs" / "mf" / "seed0" / "metrics.json").is_file()
+
+    tune = ["-q", "tune", "--model", "mf", "--trials", "1", "--config", str(CONFIGS / "tiktok-itemknn.yaml")]
+    assert main([*tune, "--out", str(tmp_path / "tune")]) == 2
+    assert "names no dataset" in capsys.readouterr().err
+    # An explicit synthetic dataset is a dataset: the same config runs on the planted data.
+    planted = ["--set", "data.synthetic={n_users: 120, n_items: 80, n_interactions: 1500}"]
+    assert main([*train, "--data", "synthetic", *planted, "--out", str(tmp_path / "s")]) == 0

@@ -172,7 +172,7 @@ def _register_extensions(sub: Any) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> Any:
-    from modalrec.config import load_config, read_yaml
+    from modalrec.config import load_config, names_dataset, no_dataset_error, read_yaml
 
     if args.model is None:
         named = False
@@ -184,7 +184,7 @@ def _run_config(args: argparse.Namespace) -> Any:
     overrides = list(args.overrides)
     if getattr(args, "split", None):
         overrides.append(f"data.split={args.split}")
-    return load_config(
+    cfg = load_config(
         args.config,
         overrides,
         model_name=args.model,
@@ -193,6 +193,9 @@ def _run_config(args: argparse.Namespace) -> Any:
         device=args.device,
         protocol=args.protocol,
     )
+    if args.config and args.data is None and not names_dataset(read_yaml(args.config), overrides):
+        raise no_dataset_error(args.config)
+    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -308,6 +308,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(raw)
 
 
+def names_dataset(raw: dict[str, Any], overrides: list[str] | None = None) -> bool:
+    """True when the settings give ``data.path``, in the file or through a ``--set`` override.
+
+    Shipped configs leave the dataset out (it is given with ``--data``), so a config that names none must not
+    quietly fall back to the synthetic default on the command line: see :func:`no_dataset_error`.
+    """
+    merged = merge(raw, parse_overrides(overrides or []))
+    data = merged.get("data")
+    return isinstance(data, dict) and data.get("path") not in (None, "")
+
+
+def no_dataset_error(config: str | Path) -> ConfigError:
+    """The error for a command given a config file but no dataset (neither ``--data`` nor ``data.path``)."""
+    return ConfigError(
+        f"{config} names no dataset: give the dataset folder with --data PATH (or --data synthetic for the "
+        "planted data)"
+    )
+
+
 def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
     """``raw[key]`` as a mapping (missing or empty: {}); anything else is a ConfigError naming the section."""
     value = raw.get(key)

@@ -6,7 +6,7 @@ Experiment config files (``--config``) are run configs with two optional extra s
     experiment: {models: [mf, lightgcn, vbpr], seeds: 5, protocol: paper, out: runs/tiktok-table2}
     models: {lightgcn: {n_layers: 3}}      # per-model hyper-parameters
     model: {name: mmssl, n_layers: 2}      # params for that model (without a name: for every model)
-    data: {path: ../shared/data/tiktok}
+    data: {split: ratio}                   # the dataset itself is given with --data PATH
     train: {epochs: 200, patience: 10}
     eval: {ks: [10, 20, 50]}
 
@@ -21,7 +21,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from modalrec.config import coerce, merge, read_yaml
+from modalrec.config import coerce, merge, names_dataset, no_dataset_error, read_yaml
 from modalrec.config_ranges import SEED_LIMIT, Range, arg_int, check_value
 from modalrec.errors import ConfigError, ModalrecError
 from modalrec.experiments.report import ReportOptions, build_report
@@ -151,6 +151,8 @@ def _base_config(
 ) -> dict[str, Any]:
     base = {k: v for k, v in base.items() if k not in ("model", "seed")}
     data = args.data or experiment.get("data")
+    if args.config and not data and not names_dataset(base, args.overrides):
+        raise no_dataset_error(args.config)
     if data:
         base = merge(base, {"data": {"path": str(data)}})
     protocol = args.protocol or experiment.get("protocol")
@@ -299,6 +301,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     base_raw, experiment, per_model = _split_config(args.config)
     if experiment or per_model:
         raise ConfigError("tune takes a run config (no 'experiment' or 'models' sections)")
+    if args.config and args.data is None and not names_dataset(base_raw, args.overrides):
+        raise no_dataset_error(args.config)
     data = args.data or str((base_raw.get("data") or {}).get("path", "synthetic"))
     space = read_space(args.space) if args.space else None
     out = Path(args.out or f"runs/tune-{args.model}-{Path(data).name}")
