@@ -7,10 +7,10 @@ re-implementations, both parts are packed into one vector: user = [γ_u, θ_u], 
 The visual bias term β'·f_i is kept as an option (``feature_bias``).
 
 Regularisation: the paper's BPR-OPT objective puts an L2 prior on all parameters, including the content
-weights E and β'. Leaving E and β' unpenalised (as an earlier version here did) lets the content path, whose
+weights E and β'. Leaving E and β' unpenalised (``content_reg_weight=0``) lets the content path, whose
 dense weights each receive a gradient from every item in every batch, fit the training data within 2-3
 epochs and then overfit while the ID factors barely learn (Tiktok: val R@20 peaked at ≈0.015 at epoch 2).
-``content_reg_weight`` (λ_E = λ_β') restores that penalty. ``reg_content`` instead puts the batch items'
+``content_reg_weight`` (λ_E = λ_β') applies that penalty. ``reg_content`` instead puts the batch items'
 content factors E f_i under ``reg_weight``, as the MMRec re-implementation does.
 """
 
