@@ -1,6 +1,6 @@
 """MMSSL: Multi-Modal Self-Supervised Learning for Recommendation (Wei, Huang, Xia & Zhang, WWW 2023).
 
-Equations implemented (numbers from the paper, ``../shared/papers/mmssl.md``):
+Equations implemented (numbers from the paper):
 
 * Sec. 3.1.1 modality transforms f̃_i^m = Drop(W^m f̄_i^m + b^m), one Linear + dropout per modality (d_m -> d).
 * Eq. 2   f_u^m = Σ_{i∈N_u} f̃_i^m / √|N_u|,  f_i^m = Σ_{u∈N_i} f_u^m / √|N_i|.
