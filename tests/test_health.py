@@ -41,6 +41,7 @@ def test_warns_once_when_the_learning_rate_is_effectively_zero(
     health = json.loads((tmp_path / "metrics.json").read_text())["health"]
     assert [f["check"] for f in health] == ["loss_stuck", "below_popularity"]
     stuck, below = health
+    assert "--set train.lr=1e-08" in stuck["suggestion"] and "learning rate" in stuck["cause"]
     assert stuck["epoch"] == 2 and abs(stuck["loss"] - LN2) <= 0.01 * LN2
     assert stuck["loss"] == pytest.approx(result.history[2]["loss_bpr"])
     popular = evaluate(Popularity(tiny, Popularity.Config()), tiny, "val", cfg.eval)["recall@20"]

@@ -9,8 +9,9 @@ After ``train.health_epochs`` epochs (and at least one validation), :class:`Heal
   most-popular baseline (:class:`modalrec.models.popularity.Popularity`) reaches on the same data under the same
   :class:`~modalrec.config.EvalConfig` (computed once, at the check).
 
-When either fails, one warning names what was seen, the likely cause and overrides to try; the findings are added
-to the run's metrics as ``"health"`` (a list, empty for a healthy run), which the run folder writes to metrics.json.
+When either fails, one warning names what was seen, the likely cause and overrides to try; the findings (each with
+``check``, ``epoch``, the figures compared, ``message``, ``cause`` and ``suggestion``) are added to the run's
+metrics as ``"health"`` (a list, empty for a healthy run), which the run folder writes to metrics.json.
 The checks only read the history and the trainer's state; they never change training.
 """
 
@@ -68,8 +69,12 @@ class HealthMonitor(Callback):
             return  # too early, or nothing validated yet: wait for the first validation after `epochs`
         self.checked = True
         self.findings = self.check(trainer, row)
-        if self.findings:
-            log.warning("training health: %s", " ".join(f["message"] for f in self.findings))
+        if self.findings:  # one warning: what was seen, then the first finding's cause and the overrides
+            seen = " ".join(f["message"] for f in self.findings)
+            first = self.findings[0]
+            log.warning(
+                "training health: %s Likely cause: %s; try %s.", seen, first["cause"], first["suggestion"]
+            )
 
     def on_fit_end(self, trainer: TrainerView, result: RunResult | None) -> None:
         if result is not None:
@@ -92,13 +97,13 @@ class HealthMonitor(Callback):
                     "loss": float(loss),
                     "initial_loss": self.initial_loss,
                     "message": (
-                        f"the {MAIN_LOSS} loss is {float(loss):.4f} after {n_epochs} epochs, within "
+                        f"The {MAIN_LOSS.upper()} loss is {float(loss):.4f} after {n_epochs} epochs, within "
                         f"{self.tolerance:.0%} of its initial value "
                         f"{self.initial_loss if self.initial_loss is not None else LN2:.4f} (ln 2 = {LN2:.4f} "
-                        "means positives and negatives still score alike): the model is not learning. Likely "
-                        f"cause: a learning rate too small for this data or regularisation too strong; try "
-                        f"{suggestions(trainer)}."
+                        "means positives and negatives still score alike): the model is not learning."
                     ),
+                    "cause": "a learning rate too small for this data, or regularisation too strong",
+                    "suggestion": suggestions(trainer),
                 }
             )
         metric = trainer.cfg.eval.metric
@@ -116,11 +121,13 @@ class HealthMonitor(Callback):
                         "val": best,
                         "popularity_val": popular,
                         "message": (
-                            f"the best validation {metric} after {n_epochs} epochs is {best:.4f}, not above the "
+                            f"The best validation {metric} after {n_epochs} epochs is {best:.4f}, not above the "
                             f"most-popular baseline's {popular:.4f} on the same data: the model ranks no better "
-                            "than item popularity. Likely cause: under-training (learning rate too small) or "
-                            f"regularisation too strong; try {suggestions(trainer)}."
+                            "than item popularity."
                         ),
+                        "cause": "under-training (a learning rate too small for this data), or regularisation "
+                        "too strong",
+                        "suggestion": suggestions(trainer),
                     }
                 )
         return findings
