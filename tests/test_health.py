@@ -89,3 +89,13 @@ def test_stuck_loss_rule() -> None:
 def test_negative_health_epochs_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="health_epochs"):
         load_config(None, ["train.health_epochs=-1"], model_name="mf")
+
+
+def test_auxiliary_loss_weights_come_first_when_bpr_is_stuck(tiny: Dataset) -> None:
+    # SGL has an InfoNCE term beside BPR: its weight (ssl_weight 0.1) is the first override suggested, at 1/100
+    cfg = load_config(None, ["train.epochs=3", "train.lr=1e-9", *FAST], model_name="sgl")
+    stuck = train(cfg, data=tiny).metrics["health"][0]
+    assert stuck["check"] == "loss_stuck" and "auxiliary loss (cl)" in stuck["cause"]
+    assert stuck["suggestion"] == (
+        "--set model.ssl_weight=0.001 or --set train.lr=1e-08 or --set model.reg_weight=1e-05"
+    )

@@ -89,7 +89,11 @@ class HealthMonitor(Callback):
         findings: list[dict[str, Any]] = []
         epoch, n_epochs = int(row["epoch"]), len(trainer.state.history)
         loss = row.get(f"loss_{MAIN_LOSS}")
+        auxiliary = [k[5:] for k in row if k.startswith("loss_") and k[5:] not in (MAIN_LOSS, "reg")]
         if loss is not None and self.loss_stuck(float(loss)):
+            cause = "a learning rate too small for this data, or regularisation too strong"
+            if auxiliary:  # e.g. SGL's InfoNCE at weight 0.1 holds BPR at ln 2 on MovieLens-100k
+                cause = f"an auxiliary loss ({', '.join(auxiliary)}) outweighing the {MAIN_LOSS.upper()} loss, {cause}"
             findings.append(
                 {
                     "check": "loss_stuck",
@@ -102,8 +106,8 @@ class HealthMonitor(Callback):
                         f"{self.initial_loss if self.initial_loss is not None else LN2:.4f} (ln 2 = {LN2:.4f} "
                         "means positives and negatives still score alike): the model is not learning."
                     ),
-                    "cause": "a learning rate too small for this data, or regularisation too strong",
-                    "suggestion": suggestions(trainer),
+                    "cause": cause,
+                    "suggestion": suggestions(trainer, auxiliary),
                 }
             )
         metric = trainer.cfg.eval.metric
@@ -127,7 +131,7 @@ class HealthMonitor(Callback):
                         ),
                         "cause": "under-training (a learning rate too small for this data), or regularisation "
                         "too strong",
-                        "suggestion": suggestions(trainer),
+                        "suggestion": suggestions(trainer, []),
                     }
                 )
         return findings
@@ -138,18 +142,29 @@ class HealthMonitor(Callback):
         return any(abs(loss - ref) <= self.tolerance * abs(ref) for ref in refs if ref > 0)
 
 
-def suggestions(trainer: TrainerView) -> str:
-    """Overrides to try: ten times the learning rate (1e-3 when it is 0) and a tenth of each positive
-    regularisation weight of the model's configuration (fields named ``reg*`` or ``*decay*``)."""
-    lr = trainer.cfg.train.lr
-    parts = [f"--set train.lr={lr * 10:g}" if lr > 0 else "--set train.lr=1e-3"]
+def suggestions(trainer: TrainerView, auxiliary: list[str]) -> str:
+    """Overrides to try, most likely first.
+
+    With auxiliary loss terms beside BPR (``auxiliary``, e.g. ``["cl"]``): a hundredth of each positive
+    auxiliary weight of the model's configuration (float fields named ``*_weight`` other than ``reg*``; on
+    MovieLens-100k SGL's BPR stays at ln 2 with ``ssl_weight`` 0.1 or 0.01 and learns at 0.001). Then ten times
+    the learning rate, and a tenth of each positive regularisation weight (fields named ``reg*`` or ``*decay*``).
+    """
     cfg = trainer.model.cfg
-    if is_dataclass(cfg):
-        for f in fields(cfg):
-            value = getattr(cfg, f.name)
-            regularising = f.name.startswith("reg") or "decay" in f.name
-            if regularising and isinstance(value, float) and value > 0:
-                parts.append(f"--set model.{f.name}={value / 10:g}")
+    weights = {f.name: getattr(cfg, f.name) for f in fields(cfg)} if is_dataclass(cfg) else {}
+    positive = {k: v for k, v in weights.items() if isinstance(v, float) and v > 0}
+    parts: list[str] = []
+    if auxiliary:
+        parts += [
+            f"--set model.{k}={v / 100:g}"
+            for k, v in positive.items()
+            if k.endswith("_weight") and not k.startswith("reg")
+        ]
+    lr = trainer.cfg.train.lr
+    parts.append(f"--set train.lr={lr * 10:g}" if lr > 0 else "--set train.lr=1e-3")
+    parts += [
+        f"--set model.{k}={v / 10:g}" for k, v in positive.items() if k.startswith("reg") or "decay" in k
+    ]
     if trainer.cfg.train.weight_decay > 0:
         parts.append(f"--set train.weight_decay={trainer.cfg.train.weight_decay / 10:g}")
     return " or ".join(parts)
