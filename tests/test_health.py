@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from modalrec.callbacks import Callback, TrainerView
 from modalrec.config import load_config
 from modalrec.data import Dataset
 from modalrec.errors import ConfigError
 from modalrec.evaluate import evaluate
 from modalrec.health import LN2, HealthMonitor
 from modalrec.models.popularity import Popularity
-from modalrec.train import train
+from modalrec.train import Trainer, train
 
 FAST = ["train.batch_size=512", "eval.ks=[10,20]", "train.progress=false", "train.threads=1"]
 
@@ -99,3 +100,19 @@ def test_auxiliary_loss_weights_come_first_when_bpr_is_stuck(tiny: Dataset) -> N
     assert stuck["suggestion"] == (
         "--set model.ssl_weight=0.001 or --set train.lr=1e-08 or --set model.reg_weight=1e-05"
     )
+
+
+@pytest.mark.parametrize("cut", [1, 4])  # interrupted before the check, and after it
+def test_resumed_run_keeps_the_findings(tiny: Dataset, tmp_path: Path, cut: int) -> None:
+    class InterruptAt(Callback):
+        def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
+            if epoch == cut:
+                raise KeyboardInterrupt
+
+    cfg = load_config(None, ["train.epochs=5", "train.lr=1e-9", "train.patience=100", *FAST], model_name="mf")
+    full = train(cfg, data=tiny, out=tmp_path / "full").metrics["health"]
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, data=tiny, out=tmp_path / "cut", callbacks=[InterruptAt()]).fit()
+    resumed = Trainer(cfg, data=tiny, out=tmp_path / "cut", resume=True).fit().metrics["health"]
+    assert [f["check"] for f in full] == ["loss_stuck", "below_popularity"]
+    assert resumed == full
