@@ -81,6 +81,7 @@ class FitState:
     best_state: dict[str, torch.Tensor] | None = None  # CPU copy of the selected weights
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch_times: list[float] = field(default_factory=list)  # wall seconds of every epoch run (resumed too)
+    epoch_pairs: int = 0  # training pairs stepped on so far in the current epoch (all ranks together)
     resumed: dict[str, Any] = field(default_factory=dict)  # callback states read from last.pt, by state_key
     stop_reason: str | None = None
 
@@ -148,16 +149,53 @@ class Callback:
 
 
 class EarlyStopping(Callback):
-    """Stop after ``patience`` validations without improvement of the validation metric."""
+    """Stop when the validation metric has not improved for ``patience`` units (``train.patience_unit``).
 
-    def __init__(self, patience: int) -> None:
+    * ``evaluations`` (the default): ``patience`` validations without improvement, whatever an epoch holds.
+    * ``pairs``: ``patience`` passes over the training pairs, i.e. ``patience × n_pairs`` training triples
+      stepped on since the best validation (each epoch's ``pairs`` column of the history, counted as trained, so
+      ``train.max_batches`` and the sampler's epoch length are taken into account). The same patience then means
+      the same amount of training for the ``interactions`` sampler (``n_pairs`` per epoch), the ``users``
+      sampler (``batch_size × batches`` per epoch) and any ``eval_every``. The check runs at validations, the
+      only points where an improvement can show; with the ``interactions`` sampler, whole epochs and
+      ``eval_every = 1`` both units stop at the same epoch.
+
+    Args:
+        patience: units without improvement before stopping.
+        unit: ``"evaluations"`` or ``"pairs"``.
+        n_pairs: training interactions of the dataset (one pass), used by the ``pairs`` unit.
+    """
+
+    def __init__(self, patience: int, unit: str = "evaluations", n_pairs: int = 0) -> None:
+        if unit not in ("evaluations", "pairs"):
+            raise ValueError(f"patience unit must be 'evaluations' or 'pairs', not {unit!r}")
+        if unit == "pairs" and n_pairs <= 0:
+            raise ValueError("the 'pairs' patience unit needs the number of training pairs")
         self.patience = patience
+        self.unit = unit
+        self.n_pairs = n_pairs
 
     def on_validation_end(self, trainer: TrainerView, epoch: int, metrics: Metrics, improved: bool) -> None:
-        if trainer.state.bad >= self.patience:
+        st, metric = trainer.state, trainer.cfg.eval.metric
+        if self.unit == "evaluations":
+            if st.bad >= self.patience:
+                trainer.request_stop(f"no improvement of val {metric} for {st.bad} evaluations")
+            return
+        if improved:
+            return
+        passes = self.pairs_since_best(trainer, epoch) / self.n_pairs
+        if passes >= self.patience:
             trainer.request_stop(
-                f"no improvement of val {trainer.cfg.eval.metric} for {trainer.state.bad} evaluations"
+                f"no improvement of val {metric} for {passes:.2f} passes over the training pairs "
+                f"({st.bad} evaluations)"
             )
+
+    def pairs_since_best(self, trainer: TrainerView, epoch: int) -> int:
+        """Training pairs stepped on after the best epoch, up to and including ``epoch`` (in progress: its
+        history row is appended after validation, so its pairs are read from the trainer's running count)."""
+        st = trainer.state
+        done = sum(int(h.get("pairs", 0)) for h in st.history if st.best_epoch < int(h["epoch"]) < epoch)
+        return done + st.epoch_pairs
 
 
 class MovingAverage(Callback):

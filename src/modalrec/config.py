@@ -91,7 +91,8 @@ class TrainConfig:
     epochs: int = 200  # maximum number of epochs
     lr: float = 1e-3  # learning rate of the main optimiser
     batch_size: int = 2048  # BPR triples per batch
-    patience: int = 10  # evaluations without improvement before stopping
+    patience: int = 10  # evaluations (or passes over the training pairs) without improvement before stopping
+    patience_unit: str = "evaluations"  # "evaluations" or "pairs" (patience × nnz training pairs seen)
     weight_decay: float = 0.0  # optimiser weight decay (models also have their own L2 term)
     optimizer: str = "adam"  # "adam" or "adamw" (models may override, e.g. MMSSL)
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
@@ -105,6 +106,7 @@ class TrainConfig:
     )
     threads: int = 0  # torch CPU threads; 0 = all available cores
     progress: bool = True  # show a progress bar per epoch (only on a terminal)
+    health_epochs: int = 3  # epochs before the health check (loss moved? beats popularity?); 0 = off
     max_batches: int = (
         0  # stop each epoch after this many batches (smoke tests, benchmarks); 0 = the whole epoch
     )
@@ -249,6 +251,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.lr_schedule must be none|step|cosine, not {t.lr_schedule!r}")
     if t.sampler not in ("interactions", "users"):
         raise ConfigError(f"train.sampler must be 'interactions' or 'users', not {t.sampler!r}")
+    if t.patience_unit not in ("evaluations", "pairs"):
+        raise ConfigError(f"train.patience_unit must be 'evaluations' or 'pairs', not {t.patience_unit!r}")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu or cuda, not {cfg.device!r}")
     if cfg.data.split not in ("ratio", "loo", "temporal", "cold-start"):

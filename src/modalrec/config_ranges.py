@@ -72,6 +72,7 @@ TRAIN: dict[str, Range] = {
     "eval_every": POSITIVE_INT,
     "threads": Range(0, 4096),  # 0 = all cores
     "max_batches": NONNEG,  # 0 = whole epochs
+    "health_epochs": NONNEG,  # 0 = no health check
 }
 
 EVAL: dict[str, Range] = {

@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # the run configuration (it validates model names and hyper-parameters against the registry)
     ("config", ("config", "config_ranges")),
     # training, evaluation and loading trained runs
-    ("training", ("run_folder", "callbacks", "distributed", "train", "evaluate", "recommend")),
+    ("training", ("run_folder", "callbacks", "health", "distributed", "train", "evaluate", "recommend")),
     # what users run: experiments, the service, the command line and the package's public face
     ("applications", ("experiments", "serving", "cli", "demo", "__init__", "__main__")),
 )  # fmt: skip

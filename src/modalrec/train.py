@@ -47,6 +47,7 @@ from modalrec.data.source import dataset_from_config
 from modalrec.distributed import DistributedSync, world_of_this_process
 from modalrec.errors import ConfigError, ModalrecError
 from modalrec.evaluate import evaluate, group_breakdown
+from modalrec.health import HealthMonitor
 from modalrec.models import build_model
 from modalrec.models.base import TrainSettings
 from modalrec.optim import Adam, LRSchedule
@@ -90,7 +91,8 @@ class Trainer:
 
     The loop itself only trains, validates and selects the best state; everything else is a callback
     (:mod:`modalrec.callbacks`): the run folder and checkpoints, the epoch log, the progress bar, the moving
-    average, early stopping and, under torchrun, data parallelism. Extra callbacks run after the built-ins.
+    average, early stopping, the training-health monitor and, under torchrun, data parallelism. Extra callbacks
+    run after the built-ins.
 
     Args:
         cfg: the run configuration.
@@ -161,9 +163,11 @@ class Trainer:
             callbacks.append(EpochLog(self.out))
             if t.progress:
                 callbacks.append(ProgressBar(steps_per_epoch))
+            if self.model.trainable:  # before RunFolder: it adds "health" to the metrics RunFolder writes
+                callbacks.append(HealthMonitor(t.health_epochs))
             if self.out is not None:
                 callbacks.append(RunFolder(self.out))
-        callbacks.append(EarlyStopping(t.patience))
+        callbacks.append(EarlyStopping(t.patience, t.patience_unit, self.data.train.nnz))
         return callbacks
 
     def payload(
@@ -299,7 +303,7 @@ class Trainer:
         model.on_epoch_start(epoch)
         for cb in self.callbacks:
             cb.on_epoch_start(self, epoch)
-        sums, n_batches = self._train_batches(sampler, epoch)
+        sums, n_batches, pairs = self._train_batches(sampler, epoch)
         for sch in st.schedulers:
             sch.step()
         seconds = time.perf_counter() - tic
@@ -309,6 +313,7 @@ class Trainer:
             "seconds": round(seconds, 4),
             "cpu_seconds": round(time.process_time() - tic_cpu, 4),  # all threads: robust to a busy machine
             "batches": n_batches,
+            "pairs": pairs,  # training triples stepped on (all ranks together): what patience_unit=pairs counts
         }
         row.update({f"loss_{k}": v / max(1, n_batches) for k, v in sums.items()})
         # figures that show whether the model's components act (e.g. MMSSL's critic), before validation
@@ -320,15 +325,17 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(self, epoch, row)
 
-    def _train_batches(self, sampler: BPRSampler, epoch: int) -> tuple[dict[str, float], int]:
-        """One pass over the epoch's batches: the summed loss terms and the number of steps."""
+    def _train_batches(self, sampler: BPRSampler, epoch: int) -> tuple[dict[str, float], int, int]:
+        """One pass over the epoch's batches: the summed loss terms, the number of steps and of pairs."""
         t, st = self.cfg.train, self.state
         sums: dict[str, float] = {}
-        n_batches = 0
+        n_batches = pairs = st.epoch_pairs = 0
         with training_phase():
             for batch in sampler.epoch(epoch):
                 if t.max_batches and n_batches >= t.max_batches:
                     break
+                pairs += len(batch.users)  # before sharding: the pairs of the step, all ranks together
+                st.epoch_pairs = pairs
                 for cb in self.callbacks:
                     batch = cb.on_batch(self, batch)
                 terms = self.model.train_step(batch.to(self.device), st.optimizers, t.grad_clip or None)
@@ -345,7 +352,7 @@ class Trainer:
                 n_batches += 1
                 if st.stop_reason is not None:
                     break
-        return sums, n_batches
+        return sums, n_batches, pairs
 
     def _validate(self, epoch: int) -> dict[str, Any]:
         """Validate, keep the state if best (on the weights the callbacks chose), update the counters."""

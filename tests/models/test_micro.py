@@ -306,3 +306,35 @@ def test_content_only_cold_ignores_untrained_id_embeddings(tiny: Dataset) -> Non
             model.backbone.item_emb.mul_(2.0)
             moved = model().items[idle]
         assert (moved - after).abs().sum() > 0
+
+
+def test_micro_samples_its_contrastive_anchors_by_default(tiny: Dataset) -> None:
+    """The default L_C averages the per-item terms of ``cl_items`` random anchors (cost O(B·I·d), not O(I²·d));
+    ``cl_items=0`` and catalogues of at most ``cl_items`` items keep the exact all-items form (Eq. 10)."""
+    assert MICRO.Config().cl_items == 256
+    torch.manual_seed(0)
+    micro = MICRO(tiny, MICRO.Config(cl_items=16))
+    batch = next(iter(BPRSampler(tiny.train, 64, seed=0).epoch(0)))
+    with torch.no_grad():
+        emb = micro()
+        views, fused = emb.extras["views"], emb.extras["fused"]
+        per_item = torch.stack(
+            [
+                fusion_contrastive_loss(views, fused, 0.5, anchors=torch.tensor([i]))
+                for i in range(tiny.n_items)
+            ]
+        )
+        torch.manual_seed(7)
+        sampled = micro.extra_losses(batch, emb)["cl"]
+        torch.manual_seed(7)
+        anchors = torch.randperm(tiny.n_items)[:16]  # the draw extra_losses made
+        assert sampled.item() == pytest.approx(0.03 * per_item[anchors].mean().item(), rel=1e-5)
+        # the all-items form: the paper's L_C is the mean of every item's term
+        micro.cfg.cl_items = 0
+        assert micro.extra_losses(batch, emb)["cl"].item() == pytest.approx(
+            0.03 * per_item.mean().item(), rel=1e-5
+        )
+        micro.cfg.cl_items = 256  # the default, above the 200 items of `tiny`: all of them, exactly
+        assert micro.extra_losses(batch, emb)["cl"].item() == pytest.approx(
+            0.03 * per_item.mean().item(), rel=1e-5
+        )

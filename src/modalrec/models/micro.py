@@ -14,8 +14,10 @@ Where the official code (CRIPAC-DIG/MICRO) differs, the paper is the default and
   * raw features are trainable in the code -> ``finetune_features=True``.
   * the learned graph is rebuilt once per epoch in the code (``graph_update="epoch"``, the default here, since
     the paper does not say) or on every training forward (``"forward"``).
-Computing L_C over all items at every step costs O(I² d); ``cl_items`` = B > 0 averages it over B random
-anchor items per step, each still contrasted with all items (unbiased, O(B I d) per step; off by default).
+Computing L_C over all items at every step (the paper's form, ``cl_items=0``) costs O(I² d) per step, so an epoch's
+cost would grow quadratically with the catalogue. By default ``cl_items`` = 256 averages it over 256 random anchor
+items per step, each still contrasted with all items: an unbiased estimate of L_C at O(B I d) per step (catalogues
+of at most B items use all of them, exactly).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class MICRO(ItemGraphModel):
             True  # both InfoNCE directions (Eq. 10); False = the official code's one direction
         )
         cl_items: int = (
-            0  # anchor items per step in L_C; 0 = all (paper), B > 0 = B random anchors (unbiased, faster)
+            256  # anchor items per step in L_C: B random ones (unbiased, O(B·I·d)); 0 = all (paper)
         )
         reg_weight: float = 1e-4  # L2 coefficient on the batch's layer-0 ID embeddings
         item_input: str = (
@@ -113,7 +115,8 @@ class MICRO(ItemGraphModel):
         return fused, {"views": views, "fused": fused, "alpha": alpha, "graphs": graphs}
 
     def extra_losses(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
-        """β L_C (Eqs. 10-12, 16) over all items, or over ``cl_items`` random items."""
+        """β L_C (Eqs. 10-12, 16) over ``cl_items`` random anchor items, or over all items (``cl_items=0`` or a
+        catalogue of at most ``cl_items`` items)."""
         if not self.plugin or self.cfg.cl_weight <= 0 or not emb.extras:
             return {}
         views, fused = emb.extras["views"], emb.extras["fused"]
