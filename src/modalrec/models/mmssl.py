@@ -199,20 +199,7 @@ class MMSSL(Model):
         self.n_cols = (
             discriminator_columns(cfg.d_columns, data.n_items, cfg.d_hidden) if self.uses_d else data.n_items
         )
-        self.discriminator: Discriminator | None = None
-        if self.uses_d:
-            # D's initial weights come from a forked stream, so variants with and without D start the rest of
-            # the model from the same global random state (paired ablations).
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(torch.initial_seed() + 7)
-                self.discriminator = Discriminator(
-                    self.n_cols,
-                    tuple(cfg.d_dropouts),  # type: ignore[arg-type]
-                    cfg.d_leaky_slope,
-                    cfg.d_output_scale,
-                    norm=cfg.d_norm,
-                    hidden=cfg.d_hidden,
-                )
+        self.discriminator = self._build_discriminator(cfg) if self.uses_d else None
         # D, the Gumbel noise, the column/row subsets and the GP interpolation draw from their own stream,
         # reseeded at every epoch start from the epoch's global seed: two variants with the same seed then see
         # the same BPR batches, initial weights and feature-dropout masks (paired ablations, exact resume).
@@ -232,6 +219,20 @@ class MMSSL(Model):
         self._graph_key: tuple[object, ...] | None = None
         self._step_draw: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
         self.rebuild_views()
+
+    def _build_discriminator(self, cfg: Config) -> Discriminator:
+        """D over ``n_cols`` inputs (Eq. 4). Its initial weights come from a forked stream, so variants with and
+        without D start the rest of the model from the same global random state (paired ablations)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed() + 7)
+            return Discriminator(
+                self.n_cols,
+                tuple(cfg.d_dropouts),  # type: ignore[arg-type]
+                cfg.d_leaky_slope,
+                cfg.d_output_scale,
+                norm=cfg.d_norm,
+                hidden=cfg.d_hidden,
+            )
 
     @staticmethod
     def _check(cfg: Config) -> None:
