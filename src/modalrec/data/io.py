@@ -537,11 +537,32 @@ def _plain_int(text: str) -> int:
     return int(t)
 
 
-def _load_mmrec(folder: Path) -> Dataset:
-    inter_files = sorted(folder.glob("*.inter"))
-    if len(inter_files) != 1:
-        raise DataError(f"expected exactly one *.inter file, found {len(inter_files)}", folder)
-    path = inter_files[0]
+def _mmrec_fields(
+    row: list[str], cols: tuple[int, int, int], path: Path, line_no: int
+) -> tuple[str, int, int]:
+    """(user, item, label) of one validated data row of an MMRec ``.inter`` file."""
+    iu, ii, il = cols
+    try:
+        item, label = _plain_int(row[ii]), _plain_int(row[il])
+    except ValueError:
+        raise DataError(
+            f"itemID and x_label must be plain integers (digits 0-9), got {row[ii][:40]!r}, {row[il][:40]!r}",
+            path,
+            line_no,
+        ) from None
+    if label not in (0, 1, 2):
+        raise DataError(f"x_label must be 0, 1 or 2, not {label}", path, line_no)
+    if item < 0:
+        raise DataError(f"negative itemID {item}", path, line_no)
+    if item > MAX_ITEM_INDEX:
+        raise DataError(f"itemID {item} is too large (limit {MAX_ITEM_INDEX})", path, line_no)
+    if not row[iu].strip() or "\x00" in row[iu]:
+        raise DataError("empty userID or userID with a NUL character", path, line_no)
+    return row[iu].strip(), item, label
+
+
+def _read_mmrec_inter(path: Path) -> tuple[list[str], list[int], list[int], list[int]]:
+    """Users, items, labels and line numbers of an MMRec ``.inter`` file (userID, itemID, x_label columns)."""
     users, items, labels, rows = [], [], [], []
     with _open_text(path) as fh:
         reader = csv.reader(fh, delimiter="\t")
@@ -550,7 +571,7 @@ def _load_mmrec(folder: Path) -> Dataset:
             for col in ("userID", "itemID", "x_label"):
                 if col not in header:
                     raise DataError(f"header has no '{col}' column (found {header})", path, 1)
-            iu, ii, il = header.index("userID"), header.index("itemID"), header.index("x_label")
+            cols = (header.index("userID"), header.index("itemID"), header.index("x_label"))
             for line_no, row in enumerate(reader, start=2):
                 if not row:
                     continue
@@ -558,24 +579,8 @@ def _load_mmrec(folder: Path) -> Dataset:
                     raise DataError(
                         f"expected {len(header)} tab-separated fields, found {len(row)}", path, line_no
                     )
-                try:
-                    item, label = _plain_int(row[ii]), _plain_int(row[il])
-                except ValueError:
-                    raise DataError(
-                        f"itemID and x_label must be plain integers (digits 0-9), got {row[ii][:40]!r}, "
-                        f"{row[il][:40]!r}",
-                        path,
-                        line_no,
-                    ) from None
-                if label not in (0, 1, 2):
-                    raise DataError(f"x_label must be 0, 1 or 2, not {label}", path, line_no)
-                if item < 0:
-                    raise DataError(f"negative itemID {item}", path, line_no)
-                if item > MAX_ITEM_INDEX:
-                    raise DataError(f"itemID {item} is too large (limit {MAX_ITEM_INDEX})", path, line_no)
-                if not row[iu].strip() or "\x00" in row[iu]:
-                    raise DataError("empty userID or userID with a NUL character", path, line_no)
-                users.append(row[iu].strip())
+                user, item, label = _mmrec_fields(row, cols, path, line_no)
+                users.append(user)
                 items.append(item)
                 labels.append(label)
                 rows.append(line_no)
@@ -583,6 +588,15 @@ def _load_mmrec(folder: Path) -> Dataset:
             raise DataError("file is not valid UTF-8 text", path) from None
         except csv.Error as exc:
             raise DataError(f"malformed TSV: {_one_line(exc)}", path, max(1, reader.line_num)) from None
+    return users, items, labels, rows
+
+
+def _load_mmrec(folder: Path) -> Dataset:
+    inter_files = sorted(folder.glob("*.inter"))
+    if len(inter_files) != 1:
+        raise DataError(f"expected exactly one *.inter file, found {len(inter_files)}", folder)
+    path = inter_files[0]
+    users, items, labels, rows = _read_mmrec_inter(path)
     if not users:
         raise DataError("no interactions found", path)
     user_ids = _sorted_ids(set(users))
