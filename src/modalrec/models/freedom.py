@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -41,6 +40,7 @@ from modalrec.graph import BipartitePattern, bipartite_layer_mean, sparse_mm
 from modalrec.losses import bpr_loss, l2_reg
 from modalrec.models.base import Embeddings, Model
 from modalrec.models.modality_graphs import edge_weights, frozen_knn_graph, pruned_keep_mask
+from modalrec.models.raw_features import RawFeatures
 
 
 def modality_weight_list(names: list[str], given: dict[str, float]) -> list[float]:
@@ -103,13 +103,8 @@ class FREEDOM(Model):
         d = cfg.embed_dim
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, d)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
-        raw = [torch.from_numpy(np.ascontiguousarray(data.features[m], dtype=np.float32)) for m in names]
-        if cfg.finetune_features:
-            self.raw = nn.ParameterList([nn.Parameter(r) for r in raw])
-        else:
-            for idx, r in enumerate(raw):
-                self.register_buffer(f"raw_{idx}", r, persistent=False)
-        linears = [nn.Linear(r.shape[1], d) for r in raw]
+        self.features = RawFeatures(data, names, trainable=cfg.finetune_features)
+        linears = [nn.Linear(dim, d) for dim in self.features.dims()]
         for lin in linears:
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
@@ -132,9 +127,7 @@ class FREEDOM(Model):
 
     def raw_features(self, idx: int) -> torch.Tensor:
         """Raw features f^m of modality ``idx``: [I, d_m]."""
-        if self.cfg.finetune_features:
-            return self.raw[idx]
-        return getattr(self, f"raw_{idx}")
+        return self.features[idx]
 
     def prune(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw this epoch's pruned graph and return its normalised blocks (R̂' [U, I], R̂'ᵀ [I, U])."""

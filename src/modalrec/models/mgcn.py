@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -40,6 +39,7 @@ from modalrec.graph import bipartite_layer_mean, normalized_interactions, sparse
 from modalrec.losses import bpr_loss, info_nce, l2_reg
 from modalrec.models.base import Embeddings, Model
 from modalrec.models.modality_graphs import frozen_knn_graph
+from modalrec.models.raw_features import RawFeatures
 
 
 def _linear(n_in: int, n_out: int, bias: bool = True) -> nn.Linear:
@@ -86,13 +86,8 @@ class MGCN(Model):
         self.n_modalities = len(names)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, d)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
-        raw = [torch.from_numpy(np.ascontiguousarray(data.features[m], dtype=np.float32)) for m in names]
-        if cfg.finetune_features:
-            self.raw = nn.ParameterList([nn.Parameter(r) for r in raw])
-        else:
-            for idx, r in enumerate(raw):
-                self.register_buffer(f"raw_{idx}", r, persistent=False)
-        self.proj = nn.ModuleList([_linear(r.shape[1], d) for r in raw])  # W_m, b_m
+        self.features = RawFeatures(data, names, trainable=cfg.finetune_features)
+        self.proj = nn.ModuleList([_linear(dim, d) for dim in self.features.dims()])  # W_m, b_m
         self.gate = nn.ModuleList([_linear(d, d) for _ in names])  # purifier W^g_m, b^g_m
         self.prefer = nn.ModuleList([_linear(d, d) for _ in names])  # preference W^p_m, b^p_m
         self.att = _linear(d, d)  # W, b of the shared attention
@@ -109,9 +104,7 @@ class MGCN(Model):
 
     def raw_features(self, idx: int) -> torch.Tensor:
         """Raw features f^m of modality ``idx``: [I, d_m]."""
-        if self.cfg.finetune_features:
-            return self.raw[idx]
-        return getattr(self, f"raw_{idx}")
+        return self.features[idx]
 
     def item_graph(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen item graph S^m of modality ``idx`` and its transpose (sparse CSR [I, I])."""
