@@ -350,7 +350,9 @@ def _data_split(args: argparse.Namespace) -> int:
         tr, va, te = split_interactions(
             coo.row, coo.col, pooled.n_users, pooled.n_items, args.method, ratios, args.seed
         )
-        data = Dataset(pooled.name, pooled.user_ids, pooled.item_ids, tr, va, te, pooled.features)
+        data = Dataset(
+            pooled.name, pooled.user_ids, pooled.item_ids, tr, va, te, pooled.features, pooled.feature_masks
+        )
         validate_splits(data, src)  # never write a dataset that `data validate` would reject
     else:
         read_interactions_csv(src / "interactions.csv")  # fail early with a clear message

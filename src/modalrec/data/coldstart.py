@@ -67,6 +67,7 @@ def cold_start_split(
         keep(1),
         keep(2),
         dict(data.features),
+        dict(data.feature_masks),
     )
 
 

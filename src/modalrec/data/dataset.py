@@ -38,7 +38,11 @@ class Dataset:
         user_ids: raw user id of each user index, shape [n_users] (strings).
         item_ids: raw item id of each item index, shape [n_items] (strings).
         train, val, test: binary CSR matrices [n_users, n_items].
-        features: modality name -> float32 array [n_items, d_m], row i belongs to item index i.
+        features: modality name -> float32 array [n_items, d_m], row i belongs to item index i. A row
+            of NaN marks an item that lacks this modality; it is recorded in ``feature_masks`` and the
+            row is stored as zeros until a filler (``modalrec.data.missing``) replaces it.
+        feature_masks: modality name -> bool array [n_items], True where the item has this content.
+            A modality without an entry is present for every item.
         timestamps: optional (user, item) -> time is not kept; only used by temporal splitting upstream.
     """
 
@@ -49,6 +53,7 @@ class Dataset:
     val: sp.csr_matrix
     test: sp.csr_matrix
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    feature_masks: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         shape = (len(self.user_ids), len(self.item_ids))
@@ -62,11 +67,55 @@ class Dataset:
                 raise DataError(
                     f"modality '{name}' has shape {feats.shape}, expected ({shape[1]}, d): one row per item"
                 )
-            if not np.isfinite(feats).all():
-                raise DataError(f"modality '{name}' contains NaN or infinite values")
-            self.features[name] = np.ascontiguousarray(feats, dtype=np.float32)
+            feats = np.ascontiguousarray(feats, dtype=np.float32)
+            present = self._presence(name, feats, self.feature_masks.get(name))
+            if not present.all():
+                feats = feats.copy()  # never write into the caller's array
+                feats[~present] = 0.0
+            self.features[name] = feats
+            self.feature_masks[name] = present
+        unknown = sorted(set(self.feature_masks) - set(self.features))
+        if unknown:
+            raise DataError(f"feature masks given for unknown modalities {unknown}")
+        self.feature_masks = {n: m for n, m in self.feature_masks.items() if not m.all()}
         self._user_index: dict[str, int] | None = None
         self._item_index: dict[str, int] | None = None
+
+    @staticmethod
+    def _presence(name: str, feats: np.ndarray, given: np.ndarray | None) -> np.ndarray:
+        """Which items have modality ``name``: rows not entirely NaN, and not masked off by ``given``.
+
+        A row that is NaN in part, or any infinite value, is an error (a broken extraction, not a missing
+        item); so is a modality that no item has.
+        """
+        finite = np.isfinite(feats)
+        row_nan = np.isnan(feats).all(axis=1) if feats.shape[1] else np.zeros(len(feats), dtype=bool)
+        bad = ~finite.all(axis=1) & ~row_nan
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"modality '{name}' row {row}: NaN or infinite values in part of the row "
+                "(a missing item must be a row of NaN in full)"
+            )
+        present = ~row_nan
+        if given is not None:
+            given = np.asarray(given)
+            if given.dtype != np.bool_ or given.shape != (len(feats),):
+                raise DataError(
+                    f"modality '{name}' mask must be booleans of shape ({len(feats)},), got {given.dtype} "
+                    f"{given.shape}"
+                )
+            present &= given
+        if len(feats) and not present.any():
+            raise DataError(f"modality '{name}' is missing for every item; drop the modality instead")
+        return present
+
+    def present(self, modality: str) -> np.ndarray:
+        """Bool [n_items]: True where the item has ``modality`` (all True when nothing is missing)."""
+        if modality not in self.features:
+            raise DataError(f"dataset '{self.name}' has no modality '{modality}'")
+        mask = self.feature_masks.get(modality)
+        return mask if mask is not None else np.ones(self.n_items, dtype=bool)
 
     @property
     def n_users(self) -> int:
@@ -108,6 +157,7 @@ class Dataset:
             self.val,
             self.test,
             {n: self.features[n] for n in names},
+            {n: self.feature_masks[n] for n in names if n in self.feature_masks},
         )
 
     def stats(self) -> dict[str, object]:
@@ -124,4 +174,5 @@ class Dataset:
             "test": n_test,
             "density": total / max(1, self.n_users * self.n_items),
             "modalities": {k: list(v.shape) for k, v in self.features.items()},
+            "missing_items": {k: int((~self.present(k)).sum()) for k in self.features},
         }
