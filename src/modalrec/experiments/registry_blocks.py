@@ -202,7 +202,7 @@ def render_metrics(block: Block, registry: Path) -> str:
     cited = sorted({str(f["source"]) for f in figures.values() if f and any(k in f for k in shown)})
     if cited and published:
         notes.append("published: " + "; ".join(str(published["sources"][c]) for c in cited))
-    return "\n".join(lines) + "\n\n" + ". ".join(notes) + ".\n"
+    return "\n" + "\n".join(lines) + "\n\n" + ". ".join(notes) + ".\n\n"
 
 
 def _p(records: Sequence[Any], label: str, reference: str, key: str) -> float:
@@ -231,7 +231,11 @@ def render_speed(block: Block, registry: Path) -> str:
             if m not in machines:
                 machines.append(m)
     where = f"{block.attrs['dataset']} (protocol {block.attrs['protocol']})"
-    return "\n".join(lines) + f"\n\nTraining time per epoch on {where}, measured on {'; '.join(machines)}.\n"
+    return (
+        "\n"
+        + "\n".join(lines)
+        + f"\n\nTraining time per epoch on {where}, measured on {'; '.join(machines)}.\n\n"
+    )
 
 
 def _num(x: float) -> str:
