@@ -172,7 +172,10 @@ def test_block_renders_hand_computed_values(compared: tuple[Path, Path], tmp_pat
     }
     (reg / "published.json").write_text(json.dumps(published))
     doc = tmp_path / "README.md"
-    marker = "<!-- results dataset=synthetic protocol=standard models=mf,lightgcn metrics=recall@20,ndcg@10 reference=lightgcn -->"
+    marker = (
+        "<!-- results dataset=synthetic protocol=standard models=mf,lightgcn metrics=recall@20,ndcg@10 "
+        "reference=lightgcn -->"
+    )
     doc.write_text(f"# Intro\n\n{marker}\nstale text\n<!-- /results -->\n\nAfter.\n")
     assert main(["report", "--registry", str(reg), "--readme", str(doc)]) == 0
     text = doc.read_text()
