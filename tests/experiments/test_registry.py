@@ -278,6 +278,13 @@ def test_bad_block_is_one_error_line(
     assert doc.read_text() == "intro\n" + block
 
 
+def test_markers_in_fenced_code_are_examples(tmp_path: Path) -> None:
+    block = "<!-- results dataset=x protocol=y -->\n<!-- /results -->\n"
+    text = f"```markdown\n{block}```\n~~~\n{block}~~~\n{block}"
+    blocks = parse_blocks(tmp_path / "a.md", text)
+    assert [(b.line, b.attrs) for b in blocks] == [(9, {"dataset": "x", "protocol": "y"})]
+
+
 def test_repository_tables_match_the_committed_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """README.md and docs/*.md show exactly what `results/` renders (`modalrec report --readme --check`)."""
     files = default_files(REPO)

@@ -63,19 +63,29 @@ class Block:
 
 
 def parse_blocks(path: Path, text: str) -> list[Block]:
-    """Every results block of ``text``; unknown attributes, nesting and unclosed blocks are errors."""
+    """Every results block of ``text`` (markers inside fenced code are skipped); unknown attributes, nesting and
+    unclosed blocks are errors."""
     lines = text.splitlines(keepends=True)
     blocks: list[Block] = []
     current: tuple[int, dict[str, str], str] | None = None
+    fence = ""
     for i, line in enumerate(lines):
-        m = OPEN.match(line.strip())
+        stripped = line.strip()
+        if current is None and (fence or stripped.startswith(("```", "~~~"))):
+            # markers inside fenced code are examples, not blocks
+            if not fence:
+                fence = stripped[:3]
+            elif stripped.startswith(fence):
+                fence = ""
+            continue
+        m = OPEN.match(stripped)
         if m:
             if current is not None:
                 raise ModalrecError(
                     f"{path}:{i + 1}: results block opened inside the block of line {current[0] + 1}"
                 )
-            current = (i, _attrs(m.group("attrs"), f"{path}:{i + 1}"), line.strip())
-        elif CLOSE.match(line.strip()):
+            current = (i, _attrs(m.group("attrs"), f"{path}:{i + 1}"), stripped)
+        elif CLOSE.match(stripped):
             if current is None:
                 raise ModalrecError(f"{path}:{i + 1}: '<!-- /results -->' without an opening results marker")
             start, attrs, marker = current
@@ -253,9 +263,9 @@ def render(block: Block, registry: Path) -> str:
 
 
 def default_files(root: Path = Path(".")) -> list[Path]:
-    """README.md and docs/*.md under ``root`` (those that exist)."""
+    """README.md and every Markdown file under docs/ (those that exist), below ``root``."""
     files = [root / "README.md"] if (root / "README.md").is_file() else []
-    return files + sorted((root / "docs").glob("*.md"))
+    return files + sorted((root / "docs").rglob("*.md"))
 
 
 def _read(path: Path) -> str:
