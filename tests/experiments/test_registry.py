@@ -131,6 +131,10 @@ def test_merge_rule(compared: tuple[Path, Path], tmp_path: Path, capsys: pytest.
     assert main(["report", "--registry", str(reg), "--add", str(out / "runs" / "lightgcn" / "seed0")]) == 0
     lg = reg / "synthetic" / "standard" / "lightgcn.json"
     assert json.loads(lg.read_text())["seeds"] == [0, 1]  # seed 0 re-recorded in place, seed 1 kept
+    lg.write_text(lg.read_text().replace('"users": 120', '"users": 121', 1))  # as if the data had changed
+    capsys.readouterr()
+    assert main(["report", "--registry", str(reg), "--add", str(out / "runs" / "lightgcn" / "seed1")]) == 2
+    assert "dataset users: 121 -> 120" in capsys.readouterr().err
     mixed = tmp_path / "mixed"
     shutil.copytree(out / "runs" / "mf" / "seed0", mixed)
     cfg = (mixed / "config.yaml").read_text().replace("epochs: 2", "epochs: 3")

@@ -357,6 +357,8 @@ def _metrics(d: object) -> dict[str, float]:
 def differences(old: Entry, new: Entry) -> list[str]:
     """Why ``new`` runs may not join ``old``: model, dataset, protocol and settings that differ."""
     diffs = []
+    if old.label != new.label:  # two labels with the same file name
+        diffs.append(f"label: {old.label!r} -> {new.label!r}")
     if old.model != new.model:
         diffs.append(f"model: {old.model!r} -> {new.model!r}")
     for key in DATASET_KEYS:

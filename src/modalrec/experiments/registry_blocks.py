@@ -10,9 +10,10 @@ Attributes of the opening marker (``key=value``, separated by spaces, no spaces 
 
 * ``table``: ``metrics`` (default) or ``speed``.
 * ``dataset``, ``protocol``: which registry folder the rows come from (``<registry>/<dataset>/<protocol>/``).
-* ``models``: comma-separated entry labels, in row order (default: every entry of that folder, by label).
+* ``models``: comma-separated entries, in row order, each named by its label or by its file name without
+  ``.json`` (``w/o contrast`` is ``wo-contrast``); default: every entry of that folder, by label.
 * ``metrics``: comma-separated test metrics, e.g. ``recall@20,ndcg@20`` (the default); metrics table only.
-* ``reference``: a label; adds the two-sided paired t-test p-value of each row against it on the first metric,
+* ``reference``: an entry (named as in ``models``); adds the two-sided paired t-test p-value of each row against it on the first metric,
   over the seeds both share.
 * ``published``: ``yes`` (default) shows the published figure beside each metric where
   ``<registry>/published.json`` has one for that dataset, protocol and model; ``no`` hides it.
@@ -154,19 +155,38 @@ def _published(published: dict[str, Any], dataset: str, protocol: str, model: st
 # ---- rendering ------------------------------------------------------------------------------------------------
 
 
+def _named(entries: dict[str, tuple[Path, Entry]]) -> dict[str, tuple[Path, Entry]]:
+    """Entries by label and by file name without ``.json`` (how a label with spaces is named in a marker)."""
+    out = {path.stem: (path, entry) for path, entry in entries.values()}
+    out.update(entries)
+    return out
+
+
 def _rows(block: Block, registry: Path) -> list[tuple[Path, Entry]]:
     entries = read_registry(registry, block.attrs["dataset"], block.attrs["protocol"])
-    labels = block.attrs["models"].split(",") if "models" in block.attrs else sorted(entries)
-    missing = [lab for lab in labels if lab not in entries]
+    named = _named(entries)
+    names = block.attrs["models"].split(",") if "models" in block.attrs else sorted(entries)
+    missing = [name for name in names if name not in named]
     if missing:
         folder = Path(registry) / block.attrs["dataset"] / block.attrs["protocol"]
         raise ModalrecError(f"{block.where}: no registry entry for {', '.join(missing)} in {folder}")
-    if not labels:
+    if not names:
         raise ModalrecError(
             f"{block.where}: no registry entries for dataset {block.attrs['dataset']} and protocol "
             f"{block.attrs['protocol']}"
         )
-    return [entries[lab] for lab in labels]
+    return [named[name] for name in names]
+
+
+def _reference(block: Block, rows: list[tuple[Path, Entry]]) -> str | None:
+    """The label of the block's ``reference`` (named by label or file name), which must be one of its rows."""
+    name = block.attrs.get("reference")
+    if name is None:
+        return None
+    for path, entry in rows:
+        if name in (entry.label, path.stem):
+            return entry.label
+    raise ModalrecError(f"{block.where}: reference={name} is not one of the block's models")
 
 
 def render_metrics(block: Block, registry: Path) -> str:
@@ -181,9 +201,7 @@ def render_metrics(block: Block, registry: Path) -> str:
         e.label: _published(published, dataset, protocol, e.model) if published else {} for _, e in rows
     }
     shown = [k for k in keys if any(k in f for f in figures.values())]
-    reference = block.attrs.get("reference")
-    if reference is not None and reference not in {e.label for _, e in rows}:
-        raise ModalrecError(f"{block.where}: reference={reference} is not one of the block's models")
+    reference = _reference(block, rows)
     head = ["model", "seeds"]
     for k in keys:
         head += [metric_title(k)] + ([f"{metric_title(k)} published"] if k in shown else [])
