@@ -13,8 +13,8 @@ Attributes of the opening marker (``key=value``, separated by spaces, no spaces 
 * ``models``: comma-separated entries, in row order, each named by its label or by its file name without
   ``.json`` (``w/o contrast`` is ``wo-contrast``); default: every entry of that folder, by label.
 * ``metrics``: comma-separated test metrics, e.g. ``recall@20,ndcg@20`` (the default); metrics table only.
-* ``reference``: an entry (named as in ``models``); adds the two-sided paired t-test p-value of each row against it on the first metric,
-  over the seeds both share.
+* ``reference``: an entry (named as in ``models``); adds the two-sided paired t-test p-value of each row
+  against it on the first metric, over the seeds both share.
 * ``published``: ``yes`` (default) shows the published figure beside each metric where
   ``<registry>/published.json`` has one for that dataset, protocol and model; ``no`` hides it.
 * ``digits``: decimals of the metric cells (default 4).
