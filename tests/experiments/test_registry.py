@@ -282,6 +282,32 @@ def test_bad_block_is_one_error_line(
     assert doc.read_text() == "intro\n" + block
 
 
+def test_published_figures_belong_to_the_model_not_its_variants(
+    compared: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, registry = compared
+    reg = tmp_path / "results"
+    shutil.copytree(registry, reg)
+    folder = reg / "synthetic" / "standard"
+    variant = json.loads((folder / "mf.json").read_text())
+    variant["label"] = "mf w/o bias"  # an ablation variant of mf
+    (folder / "mf-wo-bias.json").write_text(json.dumps(variant))
+    fig = {"dataset": "synthetic", "protocol": "standard", "model": "mf", "source": "s", "recall@20": 0.25}
+    (reg / "published.json").write_text(json.dumps({"sources": {"s": "Paper, Table 1"}, "figures": [fig]}))
+    doc = tmp_path / "a.md"
+    doc.write_text(
+        "<!-- results dataset=synthetic protocol=standard models=mf,mf-wo-bias metrics=recall@20 -->\n"
+        "<!-- /results -->\n"
+    )
+    assert main(["report", "--registry", str(reg), "--readme", str(doc)]) == 0
+    rows = [line for line in doc.read_text().splitlines() if line.startswith("| mf")]
+    assert (
+        rows[0].endswith("| 0.2500 |")
+        and rows[1].startswith("| mf w/o bias | 2 |")
+        and rows[1].endswith("| – |")
+    )
+
+
 def test_markers_in_fenced_code_are_examples(tmp_path: Path) -> None:
     block = "<!-- results dataset=x protocol=y -->\n<!-- /results -->\n"
     text = f"```markdown\n{block}```\n~~~\n{block}~~~\n{block}"

@@ -134,7 +134,8 @@ def read_published(registry: Path) -> dict[str, Any]:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModalrecError(f"{path}: cannot read published figures ({exc})") from None
-    sources, figures = raw.get("sources") if isinstance(raw, dict) else None, raw.get("figures", None)
+    sources = raw.get("sources") if isinstance(raw, dict) else None
+    figures = raw.get("figures") if isinstance(raw, dict) else None
     if not isinstance(sources, dict) or not isinstance(figures, list):
         raise ModalrecError(f"{path}: needs 'sources' (id -> citation) and 'figures' (a list)")
     for i, fig in enumerate(figures):
@@ -197,8 +198,10 @@ def render_metrics(block: Block, registry: Path) -> str:
     digits = int(block.attrs.get("digits", "4"))
     records = [rec for path, entry in rows for rec in entry.records(path)]
     published = read_published(registry) if block.attrs.get("published", "yes") == "yes" else None
+    # a paper's figure belongs to the model as published, not to an ablation variant of it
     figures = {
-        e.label: _published(published, dataset, protocol, e.model) if published else {} for _, e in rows
+        e.label: _published(published, dataset, protocol, e.model) if published and e.label == e.model else {}
+        for _, e in rows
     }
     shown = [k for k in keys if any(k in f for f in figures.values())]
     reference = _reference(block, rows)
