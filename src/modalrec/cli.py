@@ -207,17 +207,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_out(Path(args.out), cfg, args.resume, args.overwrite)  # before anything is built or written
     trainer = Trainer(cfg, out=None, resume=args.resume)
     trainer.out = Path(args.out) if args.out else default_run_dir(cfg, trainer.data.name)
-    if args.registry and not args.registry_replace and trainer.primary:
-        from modalrec.experiments.registry import check_can_record
+    if args.registry and trainer.primary:
+        from modalrec.experiments.registry_commands import check_train_run
 
-        check_can_record(
-            Path(args.registry),
-            trainer.data.name,
-            cfg.eval.protocol,
-            cfg.model_name,
-            cfg.model_name,
-            cfg.to_dict(),
-        )  # refuse now rather than after training
+        check_train_run(args, cfg, trainer.data.name)  # refuse now rather than after training
     result = trainer.fit()
     if result.primary:  # data-parallel ranks > 0 report nothing
         _print_result(result.metrics, result.run_dir)

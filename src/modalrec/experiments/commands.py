@@ -129,7 +129,7 @@ def add_commands(sub: Any) -> dict[str, Any]:
         nargs="*",
         default=None,
         metavar="FILE",
-        help="regenerate the results blocks of these Markdown files from --registry (default README.md, docs/*.md)",
+        help="regenerate the results blocks of these Markdown files from --registry (default: README.md, docs/)",
     )
     p.add_argument(
         "--check",

@@ -128,6 +128,13 @@ def registry_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_train_run(args: argparse.Namespace, cfg: Any, data_name: str) -> None:
+    """``modalrec train --registry DIR``, before training: refuse a run that could not join its entry."""
+    if not args.registry_replace:
+        name = cfg.model_name
+        check_can_record(Path(args.registry), data_name, cfg.eval.protocol, name, name, cfg.to_dict())
+
+
 def record_train_run(args: argparse.Namespace, run_dir: Path) -> None:
     """``modalrec train --registry DIR``: record the finished run (merging with its other seeds)."""
     parts = ["modalrec", "train", "--model", str(args.model)] if args.model else ["modalrec", "train"]
