@@ -68,6 +68,7 @@ def test_compare_writes_one_entry_per_model(compared: tuple[Path, Path]) -> None
     # the synthetic data is generated from the seed, so each seed has its own content and split hash
     hashes = {r["data_sha256"] for r in e["runs"]}
     assert len(hashes) == 2 and all(len(h) == 16 for h in hashes)
+    assert e["dataset"]["data_sha256"] is None and e["dataset"]["split_sha256"] is None
     # the summary is the mean and sample std of the runs' own metrics.json values
     vals = [_run_metric(out, "lightgcn", s, "recall@20") for s in (0, 1)]
     mean, std = sum(vals) / 2, abs(vals[0] - vals[1]) / math.sqrt(2)

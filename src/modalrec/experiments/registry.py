@@ -52,6 +52,7 @@ NOT_RECORDED: tuple[tuple[str, ...], ...] = (
 )
 SIGNIFICANT = 6  # digits kept of every metric value (the tables show four decimals)
 DATASET_KEYS = ("name", "users", "items", "modalities", "generated", "data_sha256")
+SPLIT_KEYS = ("interactions", "split_sha256")  # per seed; shown on the dataset when every seed agrees
 
 
 def _sig(value: float) -> float:
@@ -95,12 +96,21 @@ class Entry:
         """Median over seeds of each run's median seconds per epoch."""
         return round(statistics.median(float(r["epoch_seconds_median"]) for r in self.runs), 4)
 
+    def dataset_json(self) -> dict[str, Any]:
+        """The dataset description plus, when every seed has the same split (a split shipped with the data), its
+        sizes and hash (``null`` when the split is made from the seed)."""
+        out = {k: v for k, v in self.dataset.items() if k not in SPLIT_KEYS}
+        for key in SPLIT_KEYS:
+            values = [r.get(key) for r in self.runs]
+            out[key] = values[0] if values and all(v == values[0] for v in values) else None
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "label": self.label,
             "model": self.model,
-            "dataset": self.dataset,
+            "dataset": self.dataset_json(),
             "protocol": self.protocol,
             "seeds": self.seeds,
             "summary": {"test": self.summary()},
