@@ -280,10 +280,15 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def machine(device: str, threads: object) -> str:
-    """What the timings were measured on: the processor (or GPU) and the number of training threads."""
+    """What the timings were measured on: the GPU, or the processor and the number of training threads
+    (``threads`` 0 means every core this process may use)."""
+    from modalrec.experiments.runner import available_cores
     from modalrec.train import resolve_device
 
-    resolved = resolve_device(device)
+    try:
+        resolved = resolve_device(device)
+    except (ConfigError, RuntimeError):  # a CUDA run recorded where there is no GPU
+        return f"{device} device"
     if resolved.type == "cuda":
         import torch
 
@@ -296,7 +301,8 @@ def machine(device: str, threads: object) -> str:
                 break
     except OSError:
         pass
-    return f"{name}, {threads} thread{'s' if threads != 1 else ''}"
+    n = threads if isinstance(threads, int) and threads > 0 else available_cores()
+    return f"{name}, {n} thread{'s' if n != 1 else ''}"
 
 
 class _Fingerprints:
@@ -310,10 +316,10 @@ class _Fingerprints:
         from modalrec.data.fingerprint import fingerprint
         from modalrec.data.source import dataset_from_config
 
-        cfg = config_from_dict(raw_config)
-        key = json.dumps([raw_config.get("data"), cfg.seed], sort_keys=True, default=str)
+        key = json.dumps([raw_config.get("data"), raw_config.get("seed")], sort_keys=True, default=str)
         if key not in self.cache:
             try:
+                cfg = config_from_dict(raw_config)
                 self.cache[key] = fingerprint(dataset_from_config(cfg.data, cfg.seed))
             except ModalrecError as exc:
                 raise ModalrecError(
@@ -336,7 +342,7 @@ def entry_from_run(
         "epochs_run": int(m.get("epochs_run", 0)),
         "train_seconds": float(m.get("train_seconds", 0.0)),
         "epoch_seconds_median": float(m.get("epoch_seconds_median", 0.0)),
-        "machine": machine(str(raw.get("device", "auto")), (raw.get("train") or {}).get("threads", "all")),
+        "machine": machine(str(raw.get("device", "auto")), (raw.get("train") or {}).get("threads", 0)),
         "interactions": fp["interactions"],
         "data_sha256": fp["data_sha256"],
         "split_sha256": fp["split_sha256"],
