@@ -116,7 +116,7 @@ def add_commands(sub: Any) -> dict[str, Any]:
         default="",
         help="the command that produced the runs, shown in the report and recorded in registry entries",
     )
-    add_registry_options(p)
+    add_registry_options(p, "results registry folder (e.g. results/) for --add and --readme")
     p.add_argument(
         "--add",
         nargs="+",

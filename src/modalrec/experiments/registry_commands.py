@@ -26,14 +26,12 @@ def dataset_name(cfg: dict[str, Any]) -> str:
     return "synthetic" if path == "synthetic" else Path(path).name
 
 
-def add_registry_options(p: argparse.ArgumentParser) -> None:
+def add_registry_options(
+    p: argparse.ArgumentParser,
+    text: str = "also record the finished runs in this results registry (e.g. results/), one entry per model",
+) -> None:
     """``--registry DIR`` and ``--registry-replace`` (compare, ablate, train, report)."""
-    p.add_argument(
-        "--registry",
-        default=None,
-        metavar="DIR",
-        help="also record the finished runs in this results registry (e.g. results/), one entry per model",
-    )
+    p.add_argument("--registry", default=None, metavar="DIR", help=text)
     p.add_argument(
         "--registry-replace",
         dest="registry_replace",
