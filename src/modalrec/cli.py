@@ -18,6 +18,7 @@ from typing import Any
 from modalrec.config_ranges import SEED_LIMIT, arg_int
 from modalrec.errors import ModalrecError
 from modalrec.runtime import tune_allocator
+from modalrec.version import package_version
 
 log = logging.getLogger("modalrec")
 
@@ -56,18 +57,6 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def package_version() -> str:
-    """The installed distribution's version; the source tree's ``__version__`` when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("modalrec")
-    except PackageNotFoundError:
-        from modalrec import __version__
-
-        return __version__
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modalrec", description="Multi-modal recommendation: train, evaluate and serve recommenders."
@@ -88,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="train data-parallel on N local processes (torchrun; gloo on CPU, nccl on GPU)",
     )
+    from modalrec.experiments.registry_commands import add_registry_options
+
+    add_registry_options(p)
 
     p = sub.add_parser("evaluate", help="re-evaluate a saved run")
     p.add_argument("--run", required=True, help="run folder")
@@ -215,9 +207,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_out(Path(args.out), cfg, args.resume, args.overwrite)  # before anything is built or written
     trainer = Trainer(cfg, out=None, resume=args.resume)
     trainer.out = Path(args.out) if args.out else default_run_dir(cfg, trainer.data.name)
+    if args.registry and trainer.primary:
+        from modalrec.experiments.registry_commands import check_train_run
+
+        check_train_run(args, cfg, trainer.data.name)  # refuse now rather than after training
     result = trainer.fit()
     if result.primary:  # data-parallel ranks > 0 report nothing
         _print_result(result.metrics, result.run_dir)
+        if args.registry and result.run_dir is not None:
+            from modalrec.experiments.registry_commands import record_train_run
+
+            record_train_run(args, result.run_dir)
     return 0
 
 

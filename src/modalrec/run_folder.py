@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -41,26 +42,31 @@ OUTPUTS = ("metrics.json", "history.csv", "curves.png", "checkpoint.pt", "last.p
 RESUME_KEYS = ("epoch", "optimizers", "schedulers", "best_score", "best_epoch", "bad", "history")
 
 
-def _flatten(d: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+def flatten_config(d: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """A nested config as ``{("train", "lr"): 0.001, ...}`` (an empty mapping contributes no key)."""
     if not isinstance(d, dict):
         return {prefix: d}
     out: dict[tuple[str, ...], Any] = {}
     for k, v in d.items():
-        out.update(_flatten(v, (*prefix, str(k))))
+        out.update(flatten_config(v, (*prefix, str(k))))
     return out
 
 
-def _comparable(raw: dict[str, Any]) -> dict[tuple[str, ...], Any]:
-    flat = {k: v for k, v in _flatten(raw).items() if k not in VOLATILE}
+def _comparable(raw: dict[str, Any], ignore: Collection[tuple[str, ...]]) -> dict[tuple[str, ...], Any]:
+    flat = {k: v for k, v in flatten_config(raw).items() if k not in ignore}
     path = flat.get(("data", "path"))
     if isinstance(path, str) and path != "synthetic":
         flat[("data", "path")] = str(Path(path).resolve())
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items()}
 
 
-def config_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """``key: recorded -> wanted`` for every non-volatile setting that differs (model, data, training, eval)."""
-    a, b = _comparable(recorded), _comparable(wanted)
+def config_differences(
+    recorded: dict[str, Any], wanted: dict[str, Any], ignore: Collection[tuple[str, ...]] = VOLATILE
+) -> list[str]:
+    """``key: recorded -> wanted`` for every setting not in ``ignore`` that differs (model, data, training, eval).
+
+    The default ``ignore`` is what a resume may change (:data:`VOLATILE`)."""
+    a, b = _comparable(recorded, ignore), _comparable(wanted, ignore)
     diffs = []
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):

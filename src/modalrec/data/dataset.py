@@ -57,6 +57,9 @@ class Dataset:
 
     def __post_init__(self) -> None:
         shape = (len(self.user_ids), len(self.item_ids))
+        # own copies: ``dataclasses.replace(data, ...)`` passes the original's dicts, which must stay untouched
+        self.features = dict(self.features)
+        self.feature_masks = dict(self.feature_masks)
         for split in ("train", "val", "test"):
             mat = getattr(self, split)
             if mat.shape != shape:

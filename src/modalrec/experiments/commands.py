@@ -18,12 +18,21 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from modalrec.config import coerce, merge, names_dataset, no_dataset_error, read_yaml
 from modalrec.config_ranges import SEED_LIMIT, Range, arg_int, check_value
 from modalrec.errors import ConfigError, ModalrecError
+from modalrec.experiments.registry import Entry, record_runs
+from modalrec.experiments.registry_commands import (
+    add_registry_options,
+    check_registry,
+    entry_command,
+    registry_report,
+    shared_flags,
+)
 from modalrec.experiments.report import ReportOptions, build_report
 from modalrec.experiments.results import read_run
 from modalrec.experiments.runner import (
@@ -66,6 +75,7 @@ def add_commands(sub: Any) -> dict[str, Any]:
         "--jobs", type=arg_int(1, 1024), default=None, help="concurrent trainings (default: number of cores)"
     )
     _add_common(p)
+    add_registry_options(p)
 
     p = sub.add_parser("ablate", help="train a model and its ablation variants x seeds (Table 3)")
     p.add_argument("--model", required=True, help="model with registered variants (see `modalrec models`)")
@@ -75,6 +85,7 @@ def add_commands(sub: Any) -> dict[str, Any]:
         "--jobs", type=arg_int(1, 1024), default=None, help="concurrent trainings (default: number of cores)"
     )
     _add_common(p)
+    add_registry_options(p)
 
     p = sub.add_parser("tune", help="Optuna search on validation; test reported once for the chosen config")
     p.add_argument("--model", required=True)
@@ -91,16 +102,39 @@ def add_commands(sub: Any) -> dict[str, Any]:
     )
     _add_common(p)
 
-    p = sub.add_parser("report", help="rebuild a report (table.md, report.html, plots) from finished runs")
-    p.add_argument("run_dirs", nargs="+", help="run folders or folders containing them")
-    p.add_argument("--out", required=True, help="report folder")
+    p = sub.add_parser(
+        "report",
+        help="rebuild a report from finished runs; record runs in, or render tables from, a results registry",
+    )
+    p.add_argument("run_dirs", nargs="*", help="run folders or folders containing them (report folder mode)")
+    p.add_argument("--out", default=None, help="report folder")
     p.add_argument("--title", default="modalrec report")
     p.add_argument("--reference", default=None, help="label to compare every other label with (ablations)")
     p.add_argument(
         "--made-by",
         dest="made_by",  # not "command": that attribute holds the subcommand name
         default="",
-        help="the command that produced the runs, shown in the report",
+        help="the command that produced the runs, shown in the report and recorded in registry entries",
+    )
+    add_registry_options(p, "results registry folder (e.g. results/) for --add and --readme")
+    p.add_argument(
+        "--add",
+        nargs="+",
+        default=None,
+        metavar="RUN_DIR",
+        help="record these finished runs (or every run under these folders) in --registry",
+    )
+    p.add_argument(
+        "--readme",
+        nargs="*",
+        default=None,
+        metavar="FILE",
+        help="regenerate the results blocks of these Markdown files from --registry (default: README.md, docs/)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="with --readme: write nothing; exit 1 listing every block that differs from the registry",
     )
     return {"compare": cmd_compare, "ablate": cmd_ablate, "tune": cmd_tune, "report": cmd_report}
 
@@ -191,7 +225,14 @@ def _print_outcome(o: RunOutcome) -> None:
 
 
 def _run_and_report(
-    specs: list[RunSpec], jobs: int | None, out: Path, opts: ReportOptions, labels: list[str]
+    specs: list[RunSpec],
+    jobs: int | None,
+    out: Path,
+    opts: ReportOptions,
+    labels: list[str],
+    registry: Path | None = None,
+    registry_command: Callable[[Entry], str] | None = None,
+    replace: bool = False,
 ) -> int:
     # Seed-major order: an interrupted grid still has every model with its first seeds.
     specs = sorted(specs, key=lambda s: (s.seed, labels.index(s.label)))
@@ -208,6 +249,9 @@ def _run_and_report(
     table = build_report(records, out, opts)
     print(table.read_text(encoding="utf-8").split("## By user")[0].split("Epochs were chosen")[-1].strip())
     print(f"report: {out / 'report.html'} (table.md, results.csv, curves.png, groups.png)")
+    if registry is not None:
+        for path in record_runs(registry, records, registry_command, replace):
+            print(f"recorded {path}")
     if failed:
         print(f"{len(failed)} run(s) failed; see driver.log in their folders")
         return 1
@@ -241,11 +285,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for s in seeds:
             specs.append(RunSpec(m, s, _copy(cfg), out / "runs" / slug(m) / f"seed{s}", group=m))
     jobs = _jobs(args.jobs, experiment.get("jobs"))
+    registry = check_registry(args, specs)
     opts = ReportOptions(
         title=f"Comparison on {_data_name(base)}",
         command=_command_line("compare", args, ["models", "data", "seeds", "config", "protocol", "out"]),
     )
-    return _run_and_report(specs, int(jobs), out, opts, models)
+    command = entry_command("compare", args, [("--models", lambda e: e.label), *shared_flags(args)])
+    return _run_and_report(specs, int(jobs), out, opts, models, registry, command, args.registry_replace)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -283,6 +329,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                 RunSpec(label, s, _copy(cfg), out / "runs" / slug(label) / f"seed{s}", group=args.model)
             )
     jobs = _jobs(args.jobs, experiment.get("jobs"))
+    registry = check_registry(args, specs)
     opts = ReportOptions(
         title=f"Ablation of {args.model} on {_data_name(base)}",
         reference=args.model,
@@ -290,7 +337,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             "ablate", args, ["model", "variants", "data", "seeds", "config", "protocol", "out"]
         ),
     )
-    return _run_and_report(specs, int(jobs), out, opts, labels)
+    flags: list[tuple[str, Callable[[Entry], str | None]]] = [
+        ("--model", lambda e: args.model),
+        ("--variants", lambda e: e.label if e.label != args.model else args.variants),
+        *shared_flags(args),
+    ]
+    command = entry_command("ablate", args, flags)
+    return _run_and_report(specs, int(jobs), out, opts, labels, registry, command, args.registry_replace)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -331,7 +384,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Rebuild a report folder from existing run folders."""
+    """Rebuild a report folder from existing run folders; or record runs in / render tables from a registry."""
+    if args.registry is not None:
+        return registry_report(args)
+    if args.add is not None or args.readme is not None or args.check:
+        raise ConfigError("--add, --readme and --check work on a results registry: give --registry DIR")
+    if not args.run_dirs or not args.out:
+        raise ConfigError("report needs run folders and --out DIR (or --registry DIR with --add or --readme)")
     opts = ReportOptions(title=args.title, reference=args.reference, command=args.made_by)
     table = build_report(args.run_dirs, Path(args.out), opts)
     print(f"wrote {table}, {Path(args.out) / 'report.html'}")

@@ -30,7 +30,8 @@ def format_p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
-def _values_by_seed(records: Sequence[RunRecord], label: str, split: str, key: str) -> dict[int, float]:
+def values_by_seed(records: Sequence[RunRecord], label: str, split: str, key: str) -> dict[int, float]:
+    """seed -> the label's ``split`` metric ``key`` (runs without that metric left out)."""
     out: dict[int, float] = {}
     for r in records:
         if r.label == label:
@@ -67,7 +68,7 @@ def comparison_table(
     keys = metric_keys(records, metrics, ks, split)
     if not labels or not keys:
         return "_no finished runs with these metrics_\n"
-    vals = {(lab, k): _values_by_seed(records, lab, split, k) for lab in labels for k in keys}
+    vals = {(lab, k): values_by_seed(records, lab, split, k) for lab in labels for k in keys}
     stats = {lk: summarize(list(v.values())) for lk, v in vals.items()}
     header = "| model | seeds | " + " | ".join(metric_title(k) for k in keys) + " |"
     lines = [header, "|---|---:|" + "---:|" * len(keys)]
@@ -214,8 +215,8 @@ def reference_table(
     for lab in labels:
         cells = []
         for k in keys:
-            a = _values_by_seed(records, lab, split, k)
-            ref = _values_by_seed(records, reference, split, k)
+            a = values_by_seed(records, lab, split, k)
+            ref = values_by_seed(records, reference, split, k)
             change = relative_improvement(summarize(list(a.values()))[0], summarize(list(ref.values()))[0])
             common = sorted(set(a) & set(ref))
             p = paired_ttest([a[s] for s in common], [ref[s] for s in common])
