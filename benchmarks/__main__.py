@@ -219,7 +219,9 @@ def targets_section(ok: list[dict[str, Any]]) -> list[str]:
         from modalrec.models import MODELS
 
         missing = sorted(set(MODELS) - {r["model"] for r in big})
-        lines.append(f"- 1M-interaction synthetic, models without a measurement: {', '.join(missing) or 'none'}")
+        lines.append(
+            f"- 1M-interaction synthetic, models without a measurement: {', '.join(missing) or 'none'}"
+        )
     return lines
 
 

@@ -27,7 +27,11 @@ def _option(action: argparse.Action) -> str:
         return _cell(str(action.metavar or action.dest))
     name = ", ".join(action.option_strings)
     if action.nargs != 0:
-        value = "|".join(map(str, action.choices)) if action.choices else str(action.metavar or action.dest.upper())
+        value = (
+            "|".join(map(str, action.choices))
+            if action.choices
+            else str(action.metavar or action.dest.upper())
+        )
         name += f" {value}"
     return _cell(name)
 

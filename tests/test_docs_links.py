@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = sorted([REPO / "README.md", REPO / "CHANGELOG.md", REPO / "BENCHMARKS.md", *(REPO / "docs").rglob("*.md")])
+PAGES = sorted(
+    [REPO / "README.md", REPO / "CHANGELOG.md", REPO / "BENCHMARKS.md", *(REPO / "docs").rglob("*.md")]
+)
 # [text](target) outside code spans; images too. Targets with a scheme (http:, mailto:) are not checked.
 LINK = re.compile(r"!?\[(?:[^\]`]|`[^`]*`)*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
@@ -69,10 +71,15 @@ def test_every_relative_link_resolves(page: Path) -> None:
 
 
 def test_the_rules_on_known_cases(tmp_path: Path) -> None:
-    assert slug("Measured figures (Tiktok, MMSSL authors' split)") == "measured-figures-tiktok-mmssl-authors-split"
+    assert (
+        slug("Measured figures (Tiktok, MMSSL authors' split)")
+        == "measured-figures-tiktok-mmssl-authors-split"
+    )
     assert slug("`modalrec data split`") == "modalrec-data-split"
     assert slug("Defaults (paper first; `MMSSL.Config`)") == "defaults-paper-first-mmsslconfig"
     page = tmp_path / "p.md"
-    page.write_text("# A\n## A\n```\n[x](nowhere.md)\n```\nsee [b](b.md#a-1) and `[c](c.md)` and [w](https://x.org)\n")
+    page.write_text(
+        "# A\n## A\n```\n[x](nowhere.md)\n```\nsee [b](b.md#a-1) and `[c](c.md)` and [w](https://x.org)\n"
+    )
     assert anchors(page) == {"a", "a-1"}
     assert links(page) == ["b.md#a-1"]

@@ -102,7 +102,8 @@ def test_a_shipped_config_takes_its_data_from_the_command_line(
     assert main([*compare, "--out", str(out), "--data", str(tiny_folder), *FAST]) == 0
     assert (out / "runs" / "mf" / "seed0" / "metrics.json").is_file()
 
-    tune = ["-q", "tune", "--model", "mf", "--trials", "1", "--config", str(CONFIGS / "tiktok" / "itemknn.yaml")]
+    itemknn = str(CONFIGS / "tiktok" / "itemknn.yaml")
+    tune = ["-q", "tune", "--model", "mf", "--trials", "1", "--config", itemknn]
     assert main([*tune, "--out", str(tmp_path / "tune")]) == 2
     assert "names no dataset" in capsys.readouterr().err
     # An explicit synthetic dataset is a dataset: the same config runs on the planted data.
