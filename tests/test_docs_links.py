@@ -83,3 +83,12 @@ def test_the_rules_on_known_cases(tmp_path: Path) -> None:
     )
     assert anchors(page) == {"a", "a-1"}
     assert links(page) == ["b.md#a-1"]
+
+
+def test_every_config_path_named_in_the_docs_exists() -> None:
+    """``configs/<dataset>/<file>.yaml`` quoted anywhere in the README, docs or configs names a shipped file."""
+    texts = [*PAGES, *(REPO / "configs").rglob("*.yaml")]
+    named = {m for p in texts for m in re.findall(r"configs/[\w./-]+?\.yaml", p.read_text(encoding="utf-8"))}
+    assert len(named) > 20
+    missing = sorted(n for n in named if not (REPO / n).is_file())
+    assert not missing, missing
