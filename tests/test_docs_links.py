@@ -92,3 +92,14 @@ def test_every_config_path_named_in_the_docs_exists() -> None:
     assert len(named) > 20
     missing = sorted(n for n in named if not (REPO / n).is_file())
     assert not missing, missing
+
+
+def test_the_readme_model_table_lists_every_registered_model() -> None:
+    from modalrec.models import MODELS
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Models\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([\w-]+)` \|", section, re.M))
+    assert listed == set(MODELS), (
+        f"missing {sorted(set(MODELS) - listed)}, unknown {sorted(listed - set(MODELS))}"
+    )
