@@ -122,10 +122,10 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
         "# Benchmarks",
         "",
         f"Machine: {info['cores']} cores, torch {info['torch']}, Python {info['python']}; "
-        f"load average at start {info['load_average']}. Produced by `python -m benchmarks run` "
+        f"1-minute load at start {info['load_average']}. Produced by `python -m benchmarks run` "
         "(see `benchmarks/__main__.py`); raw numbers in `benchmarks/results.json`.",
         "",
-        "Wall seconds include waiting for a core on a shared machine; CPU seconds (all threads) do not.",
+        "Wall seconds include waiting for a core when the machine is busy; CPU seconds (all threads) do not.",
         "",
         "| model | dataset | train pairs | threads | epoch s (median) | epoch CPU s | eval s | eval / roofline "
         "| peak RSS MiB | val R@20 after budget | load avg |",
@@ -169,7 +169,7 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
             "",
             "These rows use each model's defaults. MICRO's default is the paper's L_C over all item pairs at every "
             "step (O(I² d)); with its `cl_items` option (1,024 anchor items per step) its per-step exponent is "
-            "0.79 (10k -> 100k) and 1.10 (100k -> 1M): docs/performance.md, session 7.",
+            "0.79 (10k -> 100k) and 1.10 (100k -> 1M): docs/performance.md.",
             "",
             "![scaling](benchmarks/scaling.png)",
         ]
@@ -200,7 +200,7 @@ TARGETS = [
 
 def targets_section(ok: list[dict[str, Any]]) -> list[str]:
     """A met / not met line per target whose measurement is present, plus the 1M-interaction memory check."""
-    lines = ["", "Targets (issue #7):", ""]
+    lines = ["", "Targets:", ""]
     for model, dataset, field, bound, what in TARGETS:
         rows = [r for r in ok if r["model"] == model and r["dataset"] == dataset and r.get(field) is not None]
         if rows:
@@ -219,7 +219,9 @@ def targets_section(ok: list[dict[str, Any]]) -> list[str]:
         from modalrec.models import MODELS
 
         missing = sorted(set(MODELS) - {r["model"] for r in big})
-        lines.append(f"- 1M-interaction synthetic, models not yet measured: {', '.join(missing) or 'none'}")
+        lines.append(
+            f"- 1M-interaction synthetic, models without a measurement: {', '.join(missing) or 'none'}"
+        )
     return lines
 
 

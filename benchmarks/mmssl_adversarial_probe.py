@@ -5,7 +5,7 @@ Usage (from the repository root; the data folder is any dataset with item featur
         '{}' '{"d_norm": "joint_batch"}' '{"d_norm": "layer"}'
 
 Each positional argument is a JSON object of ``MMSSL.Config`` overrides applied on top of the Tiktok config's
-model settings (``configs/mmssl-tiktok.yaml``). Every setting starts from seed 0 and sees the same batches. Every
+model settings (``configs/tiktok/mmssl.yaml``). Every setting starts from seed 0 and sees the same batches. Every
 ``steps / 3`` steps the script prints the step's loss terms, the process CPU seconds per step (robust to a busy
 machine) and :meth:`MMSSL.epoch_diagnostics` (critic gap, Wasserstein estimate, L_G/BPR gradient ratio, Gumbel
 share, new Eq. 8 edges) computed on the model's fixed probe batch.
@@ -26,7 +26,7 @@ from modalrec.data.sampling import BPRSampler
 from modalrec.models.base import TrainSettings
 from modalrec.models.mmssl import MMSSL
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mmssl-tiktok.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiktok" / "mmssl.yaml"
 
 
 def probe(data_path: str, steps: int, overrides: dict[str, object]) -> None:

@@ -140,7 +140,7 @@ class Trainer:
         if self.state.stop_reason is None:
             self.state.stop_reason = reason
 
-    # ---- helpers --------------------------------------------------------------------------------------------
+    # ---- internals --------------------------------------------------------------------------------------------
     def _settings(self) -> TrainSettings:
         t = self.cfg.train
         return TrainSettings(lr=t.lr, weight_decay=t.weight_decay, optimizer=t.optimizer)

@@ -103,7 +103,7 @@ def load_dataset(
     raise DataError(f"unknown format {fmt!r}; choose one of {('auto', *FORMATS)}")
 
 
-# ---- CSV helpers ----------------------------------------------------------------------------------------------
+# ---- CSV reading ----------------------------------------------------------------------------------------------
 
 
 def _open_text(path: Path) -> TextIO:
