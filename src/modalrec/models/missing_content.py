@@ -42,6 +42,18 @@ def present_rows(data: Dataset, name: str) -> np.ndarray | None:
     return np.asarray(mask, dtype=bool)
 
 
+def content_rows(data: Dataset, name: str) -> np.ndarray:
+    """Features [I, d_m] of modality ``name`` with the rows of items that lack it set to zero (a copy; the
+    dataset's own array when every item has it). Whatever a filler left in those rows is never read."""
+    mask = present_rows(data, name)
+    feats = data.features[name]
+    if mask is None:
+        return feats
+    out = np.array(feats, dtype=np.float32, copy=True)
+    out[~mask] = 0.0
+    return out
+
+
 def any_missing(data: Dataset, names: list[str]) -> bool:
     """Whether any item lacks any of the modalities ``names``."""
     return any(present_rows(data, n) is not None for n in names)
@@ -168,12 +180,13 @@ class MissingEmbedding(nn.Module):
     Args:
         data: the dataset whose masks say which items have which modality (None: nothing missing).
         names: modality names in the order the model indexes them.
-        dims: the width of each modality's projected space (one int for all).
+        dims: the width of each modality's projected space (one int for all); None keeps the masks only (for
+            models that renormalise their fusion and need no stand-in vector).
     """
 
-    def __init__(self, data: Dataset | None, names: list[str], dims: int | list[int]) -> None:
+    def __init__(self, data: Dataset | None, names: list[str], dims: int | list[int] | None) -> None:
         super().__init__()
-        widths = [dims] * len(names) if isinstance(dims, int) else list(dims)
+        widths = [dims] * len(names) if isinstance(dims, int) or dims is None else list(dims)
         self.names = list(names)
         self.vectors = nn.ParameterDict()
         self._incomplete: list[int] = []
@@ -183,7 +196,9 @@ class MissingEmbedding(nn.Module):
                 continue
             self._incomplete.append(idx)
             self.register_buffer(f"present_{idx}", torch.from_numpy(mask), persistent=False)
-            self.vectors[str(idx)] = nn.Parameter(torch.zeros(widths[idx]))
+            width = widths[idx]
+            if width is not None:
+                self.vectors[str(idx)] = nn.Parameter(torch.zeros(width))
 
     @property
     def active(self) -> bool:
@@ -203,10 +218,30 @@ class MissingEmbedding(nn.Module):
         cols = [self.present(m) for m in range(len(self.names))]
         return torch.stack([c if c is not None else torch.ones_like(ref) for c in cols], dim=1)
 
+    def offset(self, present: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Σ_m [item lacks m] v_m: [I, d] (or [n, d] for the given bool [n, M] ``present``); None if nothing is
+        missing. For a model whose first layer is linear over concatenated modality blocks with the absent
+        blocks zeroed, adding this puts v_m exactly where W_m f^m would be (all widths must be equal)."""
+        if present is None:
+            if not self._incomplete:
+                return None
+            parts = [
+                torch.where(self.present(m).unsqueeze(1), 0.0, self.vectors[str(m)].unsqueeze(0))  # type: ignore[union-attr]
+                for m in self._incomplete
+                if str(m) in self.vectors
+            ]
+            return torch.stack(parts).sum(dim=0)
+        absent = ~present.to(torch.bool)
+        learned = [m for m in range(len(self.names)) if str(m) in self.vectors]
+        if not learned or not bool(absent[:, learned].any()):
+            return None
+        vecs = torch.stack([self.vectors[str(m)] for m in learned])  # [M', d]
+        return absent[:, learned].to(vecs.dtype).to(vecs.device) @ vecs
+
     def forward(self, idx: int, projected: torch.Tensor) -> torch.Tensor:
         """Projected features [I, d] of modality ``idx`` with missing items' rows replaced by v_m."""
         mask = self.present(idx)
-        if mask is None:
+        if mask is None or str(idx) not in self.vectors:
             return projected
         return torch.where(mask.unsqueeze(1), projected, self.vectors[str(idx)].to(projected.dtype))
 
