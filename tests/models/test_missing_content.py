@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from tests.models.model_helpers import popularity_recall, recall_at, train
 
 from modalrec.data import Dataset
 from modalrec.models import MODELS
@@ -20,7 +21,6 @@ from modalrec.models.missing_content import (
     renormalise,
     row_renormalised_edges,
 )
-from tests.models.model_helpers import popularity_recall, recall_at, train
 
 CONTENT_MODELS = sorted(n for n, cls in MODELS.items() if cls.modalities)
 
@@ -79,7 +79,9 @@ def embeddings(name: str, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_renormalise_oracle() -> None:
-    present = torch.tensor([[True, True, True], [True, False, True], [False, False, True], [False, False, False]])
+    present = torch.tensor(
+        [[True, True, True], [True, False, True], [False, False, True], [False, False, False]]
+    )
     w = torch.tensor([0.5, 0.3, 0.2])
     got = renormalise(w, present)
     want = torch.tensor([[0.5, 0.3, 0.2], [0.5 / 0.7, 0.0, 0.2 / 0.7], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])

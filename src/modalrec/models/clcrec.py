@@ -124,7 +124,11 @@ class CLCRec(Model):
     def content(self, feats: torch.Tensor | None = None, present: torch.Tensor | None = None) -> torch.Tensor:
         """Content embeddings c = g(f): [n, d] (all training items when ``feats`` is None; ``present`` bool
         [n, M] marks the modalities new items have)."""
-        offset = self.missing.offset() if feats is None else (None if present is None else self.missing.offset(present))
+        offset = (
+            self.missing.offset()
+            if feats is None
+            else (None if present is None else self.missing.offset(present))
+        )
         if offset is None:
             return self.encoder(self.features if feats is None else feats)
         hidden = self.encoder[0](self.features if feats is None else feats) + offset

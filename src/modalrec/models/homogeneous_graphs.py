@@ -110,7 +110,9 @@ def modality_weights(weights: list[float] | None, n_modalities: int) -> list[flo
     return [float(w) for w in weights]
 
 
-def weighted_sum_graph(graphs: list[Edges], weights: list[float], present: torch.Tensor | None = None) -> Edges:
+def weighted_sum_graph(
+    graphs: list[Edges], weights: list[float], present: torch.Tensor | None = None
+) -> Edges:
     """Σ_m w_m S^m as one edge list; with ``present`` (bool [I, M]) each row's w renormalised over the
     modalities its item has (``missing_content.row_renormalised_edges``)."""
     if present is None:

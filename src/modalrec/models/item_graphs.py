@@ -194,7 +194,8 @@ class ItemGraphs(nn.Module):
         """Ã^m (Eq. 4 + Eqs. 1-3), rebuilt or reused according to ``graph_update`` and the training mode."""
         if not self.training or self.graph_update == "forward" or self._stale or self._cache is None:
             graphs = [
-                knn_normalized_graph(t, self.k, self.chunk_size, self.present(i)) for i, t in enumerate(transformed)
+                knn_normalized_graph(t, self.k, self.chunk_size, self.present(i))
+                for i, t in enumerate(transformed)
             ]
             if self.training:
                 self._cache = [g.detach() for g in graphs]
@@ -239,7 +240,9 @@ class ItemGraphs(nn.Module):
             known, new = self.present(idx), None if new_present is None else new_present[idx]
             parts = []
             if self.skip > 0:
-                parts.append(self._new_rows(new_raw[idx], self.raw_features(idx), known, new).scaled(self.skip))
+                parts.append(
+                    self._new_rows(new_raw[idx], self.raw_features(idx), known, new).scaled(self.skip)
+                )
             if self.skip < 1:
                 parts.append(self._new_rows(new_t[idx], transformed[idx], known, new).scaled(1 - self.skip))
             out.append(concat_edges(parts))

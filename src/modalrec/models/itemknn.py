@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.graph import knn_edges, sparse_cosine_knn_edges, to_csr
-from modalrec.models.missing_content import content_rows
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import content_rows
 
 
 class _ItemKNNBase(Model):

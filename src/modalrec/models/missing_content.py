@@ -62,7 +62,9 @@ def any_missing(data: Dataset, names: list[str]) -> bool:
 def presence_matrix(data: Dataset, names: list[str]) -> torch.Tensor:
     """Bool [I, M]: entry (i, m) is True where item i has modality ``names[m]``."""
     cols = [data.present(n) for n in names]
-    return torch.from_numpy(np.stack(cols, axis=1).astype(bool)) if cols else torch.ones(data.n_items, 0).bool()
+    return (
+        torch.from_numpy(np.stack(cols, axis=1).astype(bool)) if cols else torch.ones(data.n_items, 0).bool()
+    )
 
 
 def warn_contentless(data: Dataset, names: list[str], model: str) -> int:
@@ -136,7 +138,11 @@ def masked_knn_edges(
         return knn_edges(x, k, chunk_size=chunk_size, drop_negative=drop_negative, exclude_self=exclude_self)
     idx = torch.nonzero(present.to(x.device), as_tuple=True)[0]
     rows, cols, vals = knn_edges(
-        x.index_select(0, idx), k, chunk_size=chunk_size, drop_negative=drop_negative, exclude_self=exclude_self
+        x.index_select(0, idx),
+        k,
+        chunk_size=chunk_size,
+        drop_negative=drop_negative,
+        exclude_self=exclude_self,
     )
     return idx[rows], idx[cols], vals
 
@@ -273,9 +279,13 @@ def new_item_presence(
     for name in names:
         given = None if present is None else present.get(name)
         if given is not None:
-            mask = np.asarray(given.cpu() if isinstance(given, torch.Tensor) else given, dtype=bool).reshape(-1)
+            mask = np.asarray(given.cpu() if isinstance(given, torch.Tensor) else given, dtype=bool).reshape(
+                -1
+            )
             if mask.shape != (n_new,):
-                raise ValueError(f"presence mask of modality '{name}' has {mask.shape[0]} rows, expected {n_new}")
+                raise ValueError(
+                    f"presence mask of modality '{name}' has {mask.shape[0]} rows, expected {n_new}"
+                )
         elif name not in features:
             mask = np.zeros(n_new, dtype=bool)
         else:

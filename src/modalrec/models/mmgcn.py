@@ -126,7 +126,9 @@ class MMGCN(Model):
                 feats = F.normalize(feats, dim=1)
             self.register_buffer(f"feat_{i}", feats, persistent=False)
             self.gcns.append(_ModalityGCN(data.n_users, feats.shape[1], cfg))
-        self.missing = MissingEmbedding(data, self.modality_names, [g.preference.shape[1] for g in self._gcns()])
+        self.missing = MissingEmbedding(
+            data, self.modality_names, [g.preference.shape[1] for g in self._gcns()]
+        )
         warn_contentless(data, self.modality_names, self.name)
         self.register_buffer("adj", row_normalized_bipartite(data.train), persistent=False)
 

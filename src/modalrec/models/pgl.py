@@ -57,13 +57,13 @@ from modalrec.graph import (
 )
 from modalrec.losses import bpr_loss, info_nce
 from modalrec.models.base import Embeddings, Model
-from modalrec.models.missing_content import MissingEmbedding, warn_contentless
 from modalrec.models.homogeneous_graphs import (
     binary_knn_graph,
     edges_to_csr,
     modality_weights,
     weighted_sum_graph,
 )
+from modalrec.models.missing_content import MissingEmbedding, warn_contentless
 
 SUBGRAPHS = ("local", "global", "full")
 
@@ -214,7 +214,10 @@ class PGL(Model):
         self.missing = MissingEmbedding(data, names, d)
         warn_contentless(data, names, self.name)
         graph = weighted_sum_graph(
-            [binary_knn_graph(r, cfg.knn_k, cfg.chunk_size, self.missing.present(m)) for m, r in enumerate(raw)],
+            [
+                binary_knn_graph(r, cfg.knn_k, cfg.chunk_size, self.missing.present(m))
+                for m, r in enumerate(raw)
+            ],
             weights,
             self.missing.matrix(),
         )

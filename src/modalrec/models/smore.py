@@ -48,9 +48,9 @@ from modalrec.data.sampling import Batch
 from modalrec.graph import bipartite_layer_mean, normalized_interactions, sparse_mm
 from modalrec.losses import bpr_loss, info_nce, l2_reg
 from modalrec.models.base import Embeddings, Model
-from modalrec.models.missing_content import MissingEmbedding, masked_mean, warn_contentless
 from modalrec.models.homogeneous_graphs import edges_to_csr, max_pool_graph
 from modalrec.models.item_graphs import knn_normalized_graph
+from modalrec.models.missing_content import MissingEmbedding, masked_mean, warn_contentless
 
 
 def spectral_filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -138,7 +138,8 @@ class SMORE(Model):
         self.missing = MissingEmbedding(data, names, d)
         warn_contentless(data, names, self.name)
         graphs = [
-            knn_normalized_graph(r, cfg.knn_k, cfg.chunk_size, self.missing.present(m)) for m, r in enumerate(raw)
+            knn_normalized_graph(r, cfg.knn_k, cfg.chunk_size, self.missing.present(m))
+            for m, r in enumerate(raw)
         ]
         graphs.append(max_pool_graph(graphs, data.n_items))
         for idx, g in enumerate(graphs):  # index M is the fused graph S^f
