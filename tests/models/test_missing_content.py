@@ -177,3 +177,34 @@ def test_planted_signal_survives_half_the_items_missing_visual(name: str, tiny: 
     history = train(model, data, epochs=6, lr=0.01 if name == "freedom" else 0.03)
     assert all(np.isfinite(v) for row in history for v in row.values())
     assert recall_at(model, data) > popularity_recall(data)
+
+
+@pytest.mark.parametrize("name", ["lattice", "micro", "vbpr", "clcrec"])
+@pytest.mark.parametrize("masked_training", [False, True])
+def test_new_items_with_some_modalities(name: str, masked_training: bool, tiny: Dataset) -> None:
+    """Serving items that lack a modality: an all-True mask changes nothing, absent rows are never read, and
+    a modality left out entirely equals passing it with every row absent."""
+    data = with_masks(tiny, half_masks(tiny)) if masked_training else tiny
+    torch.manual_seed(0)
+    cfg = small_config(name)
+    if name == "micro":
+        cfg = dataclasses.replace(cfg, item_input="features")  # new items' ẽ^m enter the views
+    model = MODELS[name](data, cfg)
+    model.eval()
+    rng = np.random.default_rng(3)
+    feats = {m: rng.normal(size=(6, f.shape[1])).astype(np.float32) for m, f in tiny.features.items()}
+    full = model.item_embeddings_from_features(feats)
+    ones = {m: np.ones(6, dtype=bool) for m in feats}
+    torch.testing.assert_close(model.item_embeddings_from_features(feats, present=ones), full)
+    lacks = {"visual": np.array([True, False, True, False, False, True]), "textual": np.ones(6, dtype=bool)}
+    a = model.item_embeddings_from_features(feats, present=lacks)
+    noisy = {m: f.copy() for m, f in feats.items()}
+    noisy["visual"][~lacks["visual"]] = 100.0
+    b = model.item_embeddings_from_features(noisy, present=lacks)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a[lacks["visual"]], full[torch.from_numpy(lacks["visual"])])
+    no_visual = {"textual": feats["textual"]}
+    c = model.item_embeddings_from_features(no_visual, present={"textual": np.ones(6, dtype=bool)})
+    d = model.item_embeddings_from_features(feats, present={"visual": np.zeros(6, dtype=bool)})
+    torch.testing.assert_close(c, d)
+    assert torch.isfinite(c).all()
