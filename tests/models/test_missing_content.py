@@ -12,11 +12,14 @@ import torch
 from tests.models.model_helpers import popularity_recall, recall_at, train
 
 from modalrec.data import Dataset
+from modalrec.data.sampling import BPRSampler
 from modalrec.models import MODELS
+from modalrec.models.base import TrainSettings
 from modalrec.models.missing_content import (
     MissingEmbedding,
     masked_knn_edges,
     masked_mean,
+    masked_softmax,
     presence_matrix,
     renormalise,
     row_renormalised_edges,
@@ -208,3 +211,30 @@ def test_new_items_with_some_modalities(name: str, masked_training: bool, tiny: 
     d = model.item_embeddings_from_features(feats, present={"visual": np.zeros(6, dtype=bool)})
     torch.testing.assert_close(c, d)
     assert torch.isfinite(c).all()
+
+
+def test_fusion_weights_have_finite_gradients_for_items_without_content() -> None:
+    present = torch.tensor([[True, False], [False, False], [True, True]])
+    scores = torch.randn(3, 2, requires_grad=True)
+    alpha = masked_softmax(scores, present)
+    torch.testing.assert_close(alpha[0], torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(alpha[1], torch.zeros(2))
+    torch.testing.assert_close(alpha[2], torch.softmax(scores[2].detach(), dim=0))
+    w = torch.tensor([0.3, 0.7], requires_grad=True)
+    (alpha.sum() + renormalise(w, present).pow(2).sum()).backward()
+    assert scores.grad is not None and torch.isfinite(scores.grad).all()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
+@pytest.mark.parametrize("name", [n for n in CONTENT_MODELS if MODELS[n].trainable])
+def test_a_training_step_with_contentless_items_stays_finite(name: str, tiny: Dataset) -> None:
+    """Some items lack both modalities: one optimisation step gives finite losses and finite parameters."""
+    data = with_masks(tiny, half_masks(tiny), fill=4)
+    torch.manual_seed(0)
+    model = MODELS[name](data, small_config(name))
+    model.train()
+    model.on_epoch_start(0)
+    batch = next(iter(BPRSampler(data.train, 256, seed=0).epoch(0)))
+    terms = model.train_step(batch, model.configure_optimizers(TrainSettings(lr=1e-2)))
+    assert all(np.isfinite(v) for v in terms.values()), terms
+    assert all(torch.isfinite(p).all() for p in model.parameters())

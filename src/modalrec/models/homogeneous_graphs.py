@@ -117,8 +117,7 @@ def weighted_sum_graph(
     modalities its item has (``missing_content.row_renormalised_edges``)."""
     if present is None:
         return concat_edges([g.scaled(w) for g, w in zip(graphs, weights, strict=True)])
-    parts = [(g.rows, g.cols, g.vals) for g in graphs]
-    return Edges(*row_renormalised_edges(parts, torch.tensor(weights, dtype=torch.float32), present))
+    return Edges(*row_renormalised_edges(graphs, torch.tensor(weights, dtype=torch.float32), present))
 
 
 def max_pool_graph(graphs: list[Edges], n: int) -> Edges:

@@ -74,7 +74,7 @@ class LATTICE(ItemGraphModel):
     def combine(self, graphs: list[Edges], alpha: torch.Tensor, present: torch.Tensor | None) -> Edges:
         """A = Σ_m α_m A^m; with ``present`` (bool [rows, M]) each row's α renormalised over the modalities
         that item has, so an item lacking one keeps a row of total weight one from the others."""
-        return Edges(*row_renormalised_edges([tuple(g) for g in graphs], alpha, present))
+        return Edges(*row_renormalised_edges(graphs, alpha, present))
 
     def item_branch(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """h = A^L e over the aggregated graph A = Σ_m α_m A^m: [I, d]; extras hold α [M]."""

@@ -23,6 +23,7 @@ arithmetic), so results are bit-identical to a model built without masks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -96,14 +97,17 @@ def renormalise(weights: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     w = weights.unsqueeze(0) if weights.dim() == 1 else weights
     w = w * present.to(w.dtype)
     total = w.sum(dim=1, keepdim=True)
-    return torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), torch.zeros_like(w))
+    # rows without weight divide their zeros by one: a value and a gradient of zero, never 0/0
+    return w / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def masked_softmax(scores: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Softmax over modalities [I, M] restricted to the present ones; all-zero rows for items with none."""
-    masked = scores.masked_fill(~present, float("-inf"))
-    out = torch.softmax(masked, dim=1)
-    return torch.nan_to_num(out, nan=0.0)  # rows of only -inf (no content) give 0/0
+    some = present.any(dim=1, keepdim=True)
+    # an item with no modality keeps its (finite) scores and is zeroed after the softmax, so neither the value
+    # nor the gradient of its row is ever a softmax over -inf only (NaN)
+    masked = scores.masked_fill(~present & some, float("-inf"))
+    return torch.softmax(masked, dim=1) * some.to(scores.dtype)
 
 
 def masked_mean(views: torch.Tensor | list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
@@ -148,7 +152,7 @@ def masked_knn_edges(
 
 
 def row_renormalised_edges(
-    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    parts: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     weights: torch.Tensor,
     present: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
