@@ -624,7 +624,7 @@ class ItemGraphModel(Model):
         if len(sizes) != 1:
             raise ConfigError(f"new-item features disagree on the number of items: {sorted(sizes)}")
         n_new = sizes.pop()
-        dims = [lin.in_features for lin in self.item_graphs.transforms]
+        dims = [int(lin.in_features) for lin in self.item_graphs.transforms]  # type: ignore[arg-type]
         for m, dim in zip(names, dims, strict=True):
             x = features.get(m)
             if x is not None and (np.ndim(x) != 2 or np.shape(x)[1] != dim):
