@@ -105,8 +105,10 @@ class ItemGraphs(nn.Module):
             the paper keeps them fixed, so the initial graph S̃^m is always built from the given raw features.
         chunk_size: rows per similarity block in the kNN search.
         data: the dataset, read for its presence masks only: an item lacking modality m has no edge in S̃^m or
-            Ã^m (both are built over the items that have m), and its transformed features ẽ^m are a learned
-            missing vector (``missing_content.MissingEmbedding``).
+            Ã^m (both are built over the items that have m).
+        learn_missing: give absent items a learned missing vector as ẽ^m (``missing_content.MissingEmbedding``);
+            needed only where ẽ^m is itself an input (MICRO's ``item_input="features"``), since the graphs never
+            read absent rows.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class ItemGraphs(nn.Module):
         finetune_features: bool = False,
         chunk_size: int = 1024,
         data: Dataset | None = None,
+        learn_missing: bool = False,
     ) -> None:
         super().__init__()
         if graph_update not in ("epoch", "forward"):
@@ -146,7 +149,7 @@ class ItemGraphs(nn.Module):
         for name in self.names:
             mask = None if data is None else present_rows(data, name)
             masks.append(None if mask is None else torch.from_numpy(mask))
-        self.missing = MissingEmbedding(data, self.names, dim)
+        self.missing = MissingEmbedding(data, self.names, dim if learn_missing else None)
         for idx, r in enumerate(raw):
             with torch.no_grad():
                 g = knn_normalized_graph(r, k, chunk_size, masks[idx])
@@ -542,6 +545,7 @@ class ItemGraphModel(Model):
             cfg.finetune_features,
             cfg.chunk_size,
             data,
+            learn_missing=getattr(cfg, "item_input", "id") == "features",
         )
         warn_contentless(data, self.item_graphs.names, self.name)
         self.content_only_cold = bool(getattr(cfg, "content_only_cold", False))
