@@ -156,8 +156,15 @@ class Model(nn.Module):
         """
         return {}
 
-    def item_embeddings_from_features(self, features: dict[str, np.ndarray]) -> torch.Tensor:
-        """Embed unseen items from their content alone ([n_new, d]); models that cannot raise."""
+    def item_embeddings_from_features(
+        self, features: dict[str, np.ndarray], present: dict[str, Any] | None = None
+    ) -> torch.Tensor:
+        """Embed unseen items from their content alone ([n_new, d]); models that cannot raise.
+
+        ``present`` (modality -> bool [n_new], array or tensor) marks new items that lack a modality; a modality
+        left out of ``features`` counts as absent for every new item when ``present`` is given. Absent rows are
+        never read as content (see ``missing_content``).
+        """
         raise NotImplementedError(f"model '{self.name}' cannot embed items from content features")
 
     @property

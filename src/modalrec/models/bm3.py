@@ -17,6 +17,9 @@ goes through a shared linear predictor f_p.
 Where it follows the official code (enoche/MMRec ``bm3.py``): L_reg = (||H_U||_F + ||H_I||_F) / |I| on the
 propagated tables (unsquared norms, as the code's EmbLoss), raw features fine-tuned (``finetune_features``),
 the item residual h_i += e_i. Ablations (paper Sec. 4.3): ``w/o-align``, ``w/o-mask``, ``w/o-MM`` (ID only).
+
+Items lacking a modality: content enters BM3 through L_align and L_mask only, so modality m's two terms run over
+the batch's items that have m (there is no content to align with the ID view or to reconstruct otherwise).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.graph import normalized_adjacency, sparse_mm
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import MissingEmbedding, content_rows, warn_contentless
 
 
 def cosine_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,12 +78,14 @@ class BM3(Model):
         self.predictor = nn.Linear(d, d)
         nn.init.xavier_normal_(self.predictor.weight)
         self.raw = nn.ParameterList(
-            nn.Parameter(torch.from_numpy(data.features[n]).clone(), requires_grad=cfg.finetune_features)
+            nn.Parameter(torch.from_numpy(content_rows(data, n)).clone(), requires_grad=cfg.finetune_features)
             for n in self.modality_names
         )
         self.transforms = nn.ModuleList(nn.Linear(data.features[n].shape[1], d) for n in self.modality_names)
         for lin in self.transforms:
             nn.init.xavier_normal_(lin.weight)  # type: ignore[arg-type]
+        self.missing = MissingEmbedding(data, self.modality_names, None)  # the masks only
+        warn_contentless(data, self.modality_names, self.name)
         self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
 
     def encode(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
@@ -118,11 +124,18 @@ class BM3(Model):
         }
         if cfg.cl_weight > 0 and (cfg.use_align or cfg.use_mask):
             mm = h_u.new_zeros(())
-            for h_m in emb.extras["h_modal"]:
-                rows = h_m.index_select(0, items)
+            for m, h_m in enumerate(emb.extras["h_modal"]):
+                present = self.missing.present(m)
+                own, target = items, t_i
+                if present is not None:  # the batch's items that have modality m
+                    keep = present.index_select(0, items)
+                    if not bool(keep.any()):
+                        continue
+                    own, target = items[keep], t_i[keep]
+                rows = h_m.index_select(0, own)
                 online = self.predictor(rows)
                 if cfg.use_align:
-                    mm = mm + cosine_loss(online, t_i)
+                    mm = mm + cosine_loss(online, target)
                 if cfg.use_mask:
                     mm = mm + cosine_loss(online, self.targets(rows))
             terms["mm"] = cfg.cl_weight * mm

@@ -22,11 +22,14 @@ of U-I is drawn per candidate item. Negatives are uniform over all items (the of
 user's positives, which on sparse data changes almost nothing).
 Warm prediction uses the item ID embeddings (``warm_items = "id"``) as the official evaluation of warm items
 does; ``item_embeddings_from_features`` gives the content embedding of new items for cold-start.
+Items lacking a modality: its block of f_i is zero and a learned vector takes the place of that block's share of
+the encoder's first (linear) layer (``missing_content.MissingEmbedding.offset``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +39,13 @@ from torch import nn
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import (
+    MissingEmbedding,
+    content_rows,
+    new_item_features,
+    new_item_presence,
+    warn_contentless,
+)
 
 
 def sampled_info_nce(
@@ -82,7 +92,8 @@ class CLCRec(Model):
         if cfg.warm_items not in ("id", "content", "sum"):
             raise ValueError(f"CLCRec warm_items must be 'id', 'content' or 'sum', not {cfg.warm_items!r}")
         self.modality_names = list(data.modalities)
-        feats = self._prepare({m: data.features[m] for m in self.modality_names})
+        self.modality_dims = [int(data.features[m].shape[1]) for m in self.modality_names]
+        feats = self._prepare({m: content_rows(data, m) for m in self.modality_names})
         self.register_buffer("features", feats, persistent=False)
         self.user_emb = nn.Parameter(nn.init.xavier_normal_(torch.empty(data.n_users, cfg.embed_dim)))
         self.item_emb = nn.Parameter(nn.init.xavier_normal_(torch.empty(data.n_items, cfg.embed_dim)))
@@ -94,6 +105,10 @@ class CLCRec(Model):
         for mod in self.encoder:
             if isinstance(mod, nn.Linear):
                 nn.init.xavier_normal_(mod.weight)
+        # an absent modality's block of f is zero; a learned vector in the first layer's output takes the place
+        # of W1_m f^m (the encoder's first layer is linear over the concatenated blocks)
+        self.missing = MissingEmbedding(data, self.modality_names, cfg.hidden_dim)
+        warn_contentless(data, self.modality_names, self.name)
 
     def _prepare(self, features: dict[str, np.ndarray]) -> torch.Tensor:
         """Concatenate (normalised) modality features in the training order: [n, Σ_m d_m]."""
@@ -106,9 +121,18 @@ class CLCRec(Model):
             parts.append(F.normalize(x, dim=1) if self.cfg.normalize_features else x)
         return torch.cat(parts, dim=1)
 
-    def content(self, feats: torch.Tensor | None = None) -> torch.Tensor:
-        """Content embeddings c = g(f): [n, d] (all training items when ``feats`` is None)."""
-        return self.encoder(self.features if feats is None else feats)
+    def content(self, feats: torch.Tensor | None = None, present: torch.Tensor | None = None) -> torch.Tensor:
+        """Content embeddings c = g(f): [n, d] (all training items when ``feats`` is None; ``present`` bool
+        [n, M] marks the modalities new items have)."""
+        offset = (
+            self.missing.offset()
+            if feats is None
+            else (None if present is None else self.missing.offset(present))
+        )
+        if offset is None:
+            return self.encoder(self.features if feats is None else feats)
+        hidden = self.encoder[0](self.features if feats is None else feats) + offset
+        return self.encoder[2](self.encoder[1](hidden))
 
     def forward(self) -> Embeddings:
         content = self.content()
@@ -144,8 +168,19 @@ class CLCRec(Model):
         lam = self.cfg.cl_lambda
         return {"re": lam * l_re, "ui": (1 - lam) * l_ui, "reg": self.cfg.reg_weight * reg}
 
-    def item_embeddings_from_features(self, features: dict[str, np.ndarray]) -> torch.Tensor:
-        """Content-encoder embeddings of new items from their modality features: [n_new, d] (cold-start)."""
+    def item_embeddings_from_features(
+        self, features: dict[str, np.ndarray], present: dict[str, Any] | None = None
+    ) -> torch.Tensor:
+        """Content-encoder embeddings of new items from their modality features: [n_new, d] (cold-start).
+
+        ``present`` (modality -> bool [n_new]) marks new items lacking a modality: its block is zero and the
+        learned missing vector (if training had items without it) takes its place."""
+        mask = None
+        if present is not None:
+            n_new = len(next(iter(features.values())))
+            masks = new_item_presence(self.modality_names, features, present, n_new)
+            features = new_item_features(self.modality_names, self.modality_dims, features, masks)
+            mask = torch.from_numpy(np.stack([masks[m] for m in self.modality_names], axis=1)).to(self.device)
         feats = self._prepare(features).to(self.device)
         with torch.no_grad():
-            return self.content(feats)
+            return self.content(feats, mask)

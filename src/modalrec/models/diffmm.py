@@ -32,6 +32,9 @@ Where this follows the official code (HKUDS/DiffMM) rather than a paper formula:
 dropout of G^m (``keep_rate``), the whole-table L2, and the noise schedule. Ablations (paper Sec. 4.3):
 ``w/o-CL`` (no contrastive term), ``w/o-MSI`` (λ_msi = 0), ``w/o-DM`` (no diffusion: G^m is the observed
 graph itself), ``m2m-CL`` (view-to-view contrast instead of view-to-main).
+
+Items lacking a modality: f_m(X^m) is a learned vector of that modality (``missing_content.MissingEmbedding``),
+used wherever the features are (aggregation, contrastive views, L_msi).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from modalrec.models.diffmm_parts import (
     generate_topk,
     generated_adjacency,
 )
+from modalrec.models.missing_content import MissingEmbedding, content_rows, warn_contentless
 from modalrec.models.mmssl_parts import interaction_block
 from modalrec.optim import Adam
 
@@ -125,13 +129,15 @@ class DiffMM(Model):
         self.modality_names = list(data.modalities)
         self.n_modalities = len(self.modality_names)
         for m, name in enumerate(self.modality_names):
-            self.register_buffer(f"feat_{m}", torch.from_numpy(data.features[name]), persistent=False)
+            self.register_buffer(f"feat_{m}", torch.from_numpy(content_rows(data, name)), persistent=False)
         bias = cfg.feature_transform == "linear"
         self.transforms = nn.ModuleList(
             nn.Linear(data.features[n].shape[1], d, bias=bias) for n in self.modality_names
         )
         for lin in self.transforms:
             nn.init.xavier_uniform_(lin.weight)  # type: ignore[arg-type]
+        self.missing = MissingEmbedding(data, self.modality_names, d)
+        warn_contentless(data, self.modality_names, self.name)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, d)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
         self.modal_weight = nn.Parameter(torch.full((self.n_modalities,), 1.0 / self.n_modalities))
@@ -192,7 +198,7 @@ class DiffMM(Model):
         """f_m(X^m) per modality: [I, d]."""
         out = []
         for m, lin in enumerate(self.transforms):
-            f = lin(getattr(self, f"feat_{m}"))
+            f = self.missing(m, lin(getattr(self, f"feat_{m}")))
             out.append(F.leaky_relu(f, 0.2) if self.cfg.feature_transform == "leaky" else f)
         return out
 

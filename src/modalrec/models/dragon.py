@@ -24,6 +24,10 @@ and its ``DRAGON.yaml``). Where we differ from that code:
     which skews the softmax towards the repeated users).
   * BPR uses the natural logarithm (the code's log2 only rescales the term).
   * the code builds item-dropped copies of the interaction graph that its forward never uses; they are omitted.
+
+Items lacking a modality: MLP_m(x^m) is a learned vector (``missing_content.MissingEmbedding``); S^m spans the
+items that have m and each row of S takes α renormalised over its item's modalities, so an item with no content
+has no item-item neighbours and is represented through the user-item graph only.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from modalrec.models.homogeneous_graphs import (
     weighted_sum_graph,
 )
 from modalrec.models.item_graphs import Edges
+from modalrec.models.missing_content import MissingEmbedding, warn_contentless
 
 
 class DRAGON(Model):
@@ -119,10 +124,15 @@ class DRAGON(Model):
         self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
 
         weights = modality_weights(cfg.item_graph_weights, self.n_modalities)
+        self.missing = MissingEmbedding(data, names, d)
+        warn_contentless(data, names, self.name)
         graphs = [
-            binary_knn_graph(self._feat(i), cfg.knn_k, cfg.chunk_size) for i in range(self.n_modalities)
+            binary_knn_graph(self._feat(i), cfg.knn_k, cfg.chunk_size, self.missing.present(i))
+            for i in range(self.n_modalities)
         ]
-        item_graph, item_graph_t = edges_to_csr(weighted_sum_graph(graphs, weights), data.n_items)
+        item_graph, item_graph_t = edges_to_csr(
+            weighted_sum_graph(graphs, weights, self.missing.matrix()), data.n_items
+        )
         self.register_buffer("item_graph", item_graph, persistent=False)
         self.register_buffer("item_graph_t", item_graph_t, persistent=False)
 
@@ -142,7 +152,7 @@ class DRAGON(Model):
         """h^m = Σ_{l=0..L} Â^l normalize([p^m; MLP_m(x^m)]) per modality: list of [(U+I), d]."""
         out = []
         for idx, (mlp, pref) in enumerate(zip(self.mlps, self.preferences, strict=True)):
-            z = F.normalize(torch.cat([pref, mlp(self._feat(idx))], dim=0), dim=1)
+            z = F.normalize(torch.cat([pref, self.missing(idx, mlp(self._feat(idx)))], dim=0), dim=1)
             out.append(torch.stack(propagate(self.adj, z, self.cfg.n_ui_layers), dim=0).sum(dim=0))
         return out
 

@@ -23,6 +23,11 @@ feature BPR term (``finetune_features=True``; the paper projects fixed features,
 exactly image + text with α_image = 0.1, α_text = 0.9, while any non-empty set of modalities is taken here with
 weights from ``modality_weights`` (by name; uniform by default). The code draws the pruned edges with
 ``torch.multinomial`` without replacement; the Gumbel-top-k draw here has the same distribution.
+
+Items lacking a modality: S^m is built over the items that have m (the others have no row or column in it), and
+each row of S takes α renormalised over the modalities its item has, so the item's content neighbours come
+from real content only; an item with no content has h_i = 0 and is carried by its LightGCN embedding ē_i. The
+feature BPR term of modality m only uses (positive, negative) pairs that both have m.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from modalrec.errors import ConfigError
 from modalrec.graph import BipartitePattern, bipartite_layer_mean, sparse_mm
 from modalrec.losses import bpr_loss, l2_reg
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import MissingEmbedding, present_rows, warn_contentless
 from modalrec.models.modality_graphs import edge_weights, frozen_knn_graph, pruned_keep_mask
 from modalrec.models.raw_features import RawFeatures
 
@@ -112,8 +118,15 @@ class FREEDOM(Model):
         self.n_modalities = len(names)
         weights = modality_weight_list(names, cfg.modality_weights)
         s, s_t = frozen_knn_graph(
-            [data.features[m] for m in names], weights, cfg.knn_k, weighted=False, chunk_size=cfg.chunk_size
+            [data.features[m] for m in names],
+            weights,
+            cfg.knn_k,
+            weighted=False,
+            chunk_size=cfg.chunk_size,
+            present=[present_rows(data, m) for m in names],
         )
+        self.missing = MissingEmbedding(data, names, None)  # the masks only (for the feature BPR term)
+        warn_contentless(data, names, self.name)
         self.register_buffer("s_graph", s, persistent=False)
         self.register_buffer("s_graph_t", s_t, persistent=False)
         self.pattern = BipartitePattern(data.train)
@@ -166,8 +179,15 @@ class FREEDOM(Model):
             feat = u.new_zeros(())
             for idx, lin in enumerate(self.proj):
                 raw = self.raw_features(idx)
-                xp, xn = lin(raw.index_select(0, batch.pos)), lin(raw.index_select(0, batch.neg))
-                feat = feat + bpr_loss((u * xp).sum(1), (u * xn).sum(1))
+                pos, neg, uu = batch.pos, batch.neg, u
+                present = self.missing.present(idx)
+                if present is not None:  # only pairs whose two items have this modality
+                    keep = present[pos] & present[neg]
+                    if not bool(keep.any()):
+                        continue
+                    pos, neg, uu = pos[keep], neg[keep], u[keep]
+                xp, xn = lin(raw.index_select(0, pos)), lin(raw.index_select(0, neg))
+                feat = feat + bpr_loss((uu * xp).sum(1), (uu * xn).sum(1))
             terms["feat"] = self.cfg.feat_weight * feat
         if self.cfg.reg_weight > 0:
             ego = (

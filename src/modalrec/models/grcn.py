@@ -20,6 +20,10 @@ refinement is learned end to end). Its "confid" weighting mode is not offered. E
 the fixed interaction pattern (``edge_pattern.EdgePattern``): affinities are sampled dense-dense products and
 propagation is a CSR product with the learned edge values, so neither a dense [U, I] matrix nor a gathered
 [E, d] tensor is ever built.
+
+Items lacking a modality: W_m f_i^m + b_m is replaced by a learned vector (``missing_content.MissingEmbedding``),
+and the edge fusion (max / mean) runs over the modalities the edge's item has; an item with no content keeps its
+interactions unrefined (weight 1), so its ID path is the plain graph convolution.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from modalrec.data.sampling import Batch
 from modalrec.graph.edge_pattern import EdgePattern
 from modalrec.losses import bpr_loss, l2_reg
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import MissingEmbedding, content_rows, warn_contentless
 
 
 def segment_softmax(scores: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
@@ -48,19 +53,27 @@ def segment_softmax(scores: torch.Tensor, index: torch.Tensor, n: int) -> torch.
     return ex / total[index].clamp_min(1e-12)
 
 
-def refined_edge_weights(affinities: torch.Tensor, fusion: str = "max", prune: bool = True) -> torch.Tensor:
+def refined_edge_weights(
+    affinities: torch.Tensor, fusion: str = "max", prune: bool = True, present: torch.Tensor | None = None
+) -> torch.Tensor:
     """Fuse per-modality edge affinities [E, M] into one weight per edge [E] (GRCN pruning).
 
     ``fusion`` = "max" (an edge survives if any modality supports it) or "mean"; with ``prune`` negative fused
-    affinities become 0 (the edge is cut). With unit-length inputs the result lies in [0, 1].
+    affinities become 0 (the edge is cut). With unit-length inputs the result lies in [0, 1]. ``present``
+    (bool [E, M], whether the edge's item has modality m) restricts the max / mean to the item's modalities;
+    an edge whose item has no content keeps weight 1 (it is not refined, as there is nothing to refine it by).
     """
-    if fusion == "max":
-        fused = affinities.max(dim=1).values
-    elif fusion == "mean":
-        fused = affinities.mean(dim=1)
-    else:
+    if fusion not in ("max", "mean"):
         raise ValueError(f"GRCN fusion must be 'max' or 'mean', not {fusion!r}")
-    return F.relu(fused) if prune else fused
+    if present is None:
+        fused = affinities.max(dim=1).values if fusion == "max" else affinities.mean(dim=1)
+        return F.relu(fused) if prune else fused
+    if fusion == "max":
+        fused = affinities.masked_fill(~present, float("-inf")).max(dim=1).values
+    else:
+        fused = (affinities * present).sum(dim=1) / present.sum(dim=1).clamp_min(1)
+    fused = F.relu(fused) if prune else fused
+    return torch.where(present.any(dim=1), fused, torch.ones_like(fused))
 
 
 class GRCN(Model):
@@ -102,7 +115,7 @@ class GRCN(Model):
         self.preference = nn.ParameterList()
         self.content_mlp = nn.ModuleList()
         for i, m in enumerate(self.modality_names):
-            feats = torch.from_numpy(data.features[m])
+            feats = torch.from_numpy(content_rows(data, m))
             if cfg.normalize_features:
                 feats = F.normalize(feats, dim=1)
             self.register_buffer(f"feat_{i}", feats, persistent=False)
@@ -112,6 +125,8 @@ class GRCN(Model):
             mlp = nn.Linear(feats.shape[1], cfg.content_dim)
             nn.init.xavier_uniform_(mlp.weight)
             self.content_mlp.append(mlp)
+        self.missing = MissingEmbedding(data, self.modality_names, cfg.content_dim)
+        warn_contentless(data, self.modality_names, self.name)
 
     def pattern(self) -> EdgePattern:
         """The interaction pattern [U, I] (built once per device; the edge order is that of ``edge_users``)."""
@@ -122,7 +137,8 @@ class GRCN(Model):
     def _modality(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Routing and one content hop for modality i: users [U, d_C], items [I, d_C], affinity [E]."""
         graph, u_idx, i_idx = self.pattern(), self.edge_users, self.edge_items
-        content = F.normalize(F.leaky_relu(self.content_mlp[i](getattr(self, f"feat_{i}"))), dim=1)
+        projected = self.missing(i, self.content_mlp[i](getattr(self, f"feat_{i}")))
+        content = F.normalize(F.leaky_relu(projected), dim=1)
         pref = F.normalize(self.preference[i], dim=1)
         for _ in range(self.cfg.n_routing):
             alpha = segment_softmax(graph.dot(pref, content), u_idx, self.n_users)
@@ -137,12 +153,17 @@ class GRCN(Model):
     def edge_weights(self) -> torch.Tensor:
         """Refined weight of every training interaction [E] (order of ``edge_users``/``edge_items``)."""
         affinities = torch.stack([self._modality(i)[2] for i in range(len(self.modality_names))], dim=1)
-        return refined_edge_weights(affinities, self.cfg.fusion, self.cfg.prune)
+        return refined_edge_weights(affinities, self.cfg.fusion, self.cfg.prune, self._edge_presence())
+
+    def _edge_presence(self) -> torch.Tensor | None:
+        """Bool [E, M]: whether each interaction's item has modality m (None when nothing is missing)."""
+        present = self.missing.matrix()
+        return None if present is None else present.index_select(0, self.edge_items)
 
     def forward(self) -> Embeddings:
         mods = [self._modality(i) for i in range(len(self.modality_names))]
         weights = refined_edge_weights(
-            torch.stack([m[2] for m in mods], dim=1), self.cfg.fusion, self.cfg.prune
+            torch.stack([m[2] for m in mods], dim=1), self.cfg.fusion, self.cfg.prune, self._edge_presence()
         )
         w = weights * self.edge_norm  # refined R̂ ⊙ W; the graph is [[0, W], [Wᵀ, 0]]
         graph = self.pattern()

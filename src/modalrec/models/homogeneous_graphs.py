@@ -18,8 +18,9 @@ import scipy.sparse as sp
 import torch
 
 from modalrec.errors import ConfigError
-from modalrec.graph import knn_edges, normalize_edges, to_csr
+from modalrec.graph import normalize_edges, to_csr
 from modalrec.models.item_graphs import Edges, concat_edges
+from modalrec.models.missing_content import masked_knn_edges, row_renormalised_edges
 
 
 def cooccurrence_topk(
@@ -79,18 +80,21 @@ def row_softmax(rows: torch.Tensor, vals: torch.Tensor, n_rows: int) -> torch.Te
     return e / total[rows]
 
 
-def binary_knn_graph(feats: torch.Tensor, k: int, chunk_size: int = 1024) -> Edges:
+def binary_knn_graph(
+    feats: torch.Tensor, k: int, chunk_size: int = 1024, present: torch.Tensor | None = None
+) -> Edges:
     """FREEDOM-style frozen kNN graph of one modality: binary top-k cosine (self included), sym-normalised.
 
     Args:
         feats: raw item features [I, d_m].
+        present: bool [I], the items that have this modality (None: all); the others get no row or column.
     Returns:
-        Edges of D^{-1/2} S D^{-1/2} with S_ij ∈ {0, 1}, I·k edges.
+        Edges of D^{-1/2} S D^{-1/2} with S_ij ∈ {0, 1}, I·k edges (fewer with ``present``).
     """
     if k < 1:
         raise ConfigError(f"the item kNN graph needs k >= 1 neighbours, got {k}")
     with torch.no_grad():
-        rows, cols, _ = knn_edges(feats, k, chunk_size=chunk_size, drop_negative=False)
+        rows, cols, _ = masked_knn_edges(feats, present, k, chunk_size=chunk_size, drop_negative=False)
         ones = torch.ones(rows.shape[0], dtype=feats.dtype, device=feats.device)
         return Edges(rows, cols, normalize_edges(rows, cols, ones, feats.shape[0], mode="sym"))
 
@@ -106,9 +110,14 @@ def modality_weights(weights: list[float] | None, n_modalities: int) -> list[flo
     return [float(w) for w in weights]
 
 
-def weighted_sum_graph(graphs: list[Edges], weights: list[float]) -> Edges:
-    """Σ_m w_m S^m as one edge list."""
-    return concat_edges([g.scaled(w) for g, w in zip(graphs, weights, strict=True)])
+def weighted_sum_graph(
+    graphs: list[Edges], weights: list[float], present: torch.Tensor | None = None
+) -> Edges:
+    """Σ_m w_m S^m as one edge list; with ``present`` (bool [I, M]) each row's w renormalised over the
+    modalities its item has (``missing_content.row_renormalised_edges``)."""
+    if present is None:
+        return concat_edges([g.scaled(w) for g, w in zip(graphs, weights, strict=True)])
+    return Edges(*row_renormalised_edges(graphs, torch.tensor(weights, dtype=torch.float32), present))
 
 
 def max_pool_graph(graphs: list[Edges], n: int) -> Edges:

@@ -34,9 +34,18 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.dispatch import use_fast_path
 from modalrec.errors import ConfigError
-from modalrec.graph import knn_edges, normalize_edges, normalized_adjacency, propagate, sparse_mm, spmm_edges
+from modalrec.graph import normalize_edges, normalized_adjacency, propagate, sparse_mm, spmm_edges
 from modalrec.losses import MAX_UNSHIFTED_LOGIT, bpr_loss, l2_reg, recompute_in_backward
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import (
+    MissingEmbedding,
+    masked_knn_edges,
+    masked_softmax,
+    new_item_features,
+    new_item_presence,
+    present_rows,
+    warn_contentless,
+)
 
 
 class Edges(NamedTuple):
@@ -62,13 +71,16 @@ def concat_edges(graphs: list[Edges]) -> Edges:
     )
 
 
-def knn_normalized_graph(feats: torch.Tensor, k: int, chunk_size: int = 1024) -> Edges:
+def knn_normalized_graph(
+    feats: torch.Tensor, k: int, chunk_size: int = 1024, present: torch.Tensor | None = None
+) -> Edges:
     """Eqs. 1-3 on a feature matrix [I, d]: cosine top-k per row, negatives dropped, symmetric normalisation.
 
     Differentiable in ``feats`` through the kept similarity values (the neighbour choice itself is discrete).
-    Degrees are the row sums of the directed kNN matrix Ŝ, as in Eq. 3.
+    Degrees are the row sums of the directed kNN matrix Ŝ, as in Eq. 3. With ``present`` (bool [I]) the graph
+    spans the items that have the modality only; the others have no edge in it.
     """
-    rows, cols, vals = knn_edges(feats, k, chunk_size=chunk_size, drop_negative=True)
+    rows, cols, vals = masked_knn_edges(feats, present, k, chunk_size=chunk_size, drop_negative=True)
     return Edges(rows, cols, normalize_edges(rows, cols, vals, feats.shape[0], mode="sym"))
 
 
@@ -92,6 +104,11 @@ class ItemGraphs(nn.Module):
         finetune_features: learn the raw features too (the official code wraps them in a trainable embedding);
             the paper keeps them fixed, so the initial graph S̃^m is always built from the given raw features.
         chunk_size: rows per similarity block in the kNN search.
+        data: the dataset, read for its presence masks only: an item lacking modality m has no edge in S̃^m or
+            Ã^m (both are built over the items that have m).
+        learn_missing: give absent items a learned missing vector as ẽ^m (``missing_content.MissingEmbedding``);
+            needed only where ẽ^m is itself an input (MICRO's ``item_input="features"``), since the graphs never
+            read absent rows.
     """
 
     def __init__(
@@ -103,6 +120,8 @@ class ItemGraphs(nn.Module):
         graph_update: str = "epoch",
         finetune_features: bool = False,
         chunk_size: int = 1024,
+        data: Dataset | None = None,
+        learn_missing: bool = False,
     ) -> None:
         super().__init__()
         if graph_update not in ("epoch", "forward"):
@@ -126,9 +145,14 @@ class ItemGraphs(nn.Module):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
         self.transforms = nn.ModuleList(linears)
+        masks: list[torch.Tensor | None] = []
+        for name in self.names:
+            mask = None if data is None else present_rows(data, name)
+            masks.append(None if mask is None else torch.from_numpy(mask))
+        self.missing = MissingEmbedding(data, self.names, dim if learn_missing else None)
         for idx, r in enumerate(raw):
             with torch.no_grad():
-                g = knn_normalized_graph(r, k, chunk_size)
+                g = knn_normalized_graph(r, k, chunk_size, masks[idx])
             self.register_buffer(f"init_rows_{idx}", g.rows, persistent=False)
             self.register_buffer(f"init_cols_{idx}", g.cols, persistent=False)
             self.register_buffer(f"init_vals_{idx}", g.vals, persistent=False)
@@ -138,6 +162,14 @@ class ItemGraphs(nn.Module):
     @property
     def n_modalities(self) -> int:
         return len(self.names)
+
+    def present(self, idx: int) -> torch.Tensor | None:
+        """Bool [I]: items that have modality ``idx`` (None: all), on the module's device."""
+        return self.missing.present(idx)
+
+    def presence(self) -> torch.Tensor | None:
+        """Bool [I, M] presence of every modality, or None when nothing is missing."""
+        return self.missing.matrix()
 
     def raw_features(self, idx: int) -> torch.Tensor:
         """Raw features e^m of modality ``idx``: [I, d_m]."""
@@ -155,7 +187,7 @@ class ItemGraphs(nn.Module):
 
     def transformed(self) -> list[torch.Tensor]:
         """ẽ^m = W_m e^m + b_m (Eq. 4) for every modality: list of [I, d]."""
-        return [lin(self.raw_features(i)) for i, lin in enumerate(self.transforms)]
+        return [self.missing(i, lin(self.raw_features(i))) for i, lin in enumerate(self.transforms)]
 
     def mark_stale(self) -> None:
         """Ask for a rebuild of the learned graphs at the next training forward (epoch start)."""
@@ -164,7 +196,10 @@ class ItemGraphs(nn.Module):
     def learned(self, transformed: list[torch.Tensor]) -> list[Edges]:
         """Ã^m (Eq. 4 + Eqs. 1-3), rebuilt or reused according to ``graph_update`` and the training mode."""
         if not self.training or self.graph_update == "forward" or self._stale or self._cache is None:
-            graphs = [knn_normalized_graph(t, self.k, self.chunk_size) for t in transformed]
+            graphs = [
+                knn_normalized_graph(t, self.k, self.chunk_size, self.present(i))
+                for i, t in enumerate(transformed)
+            ]
             if self.training:
                 self._cache = [g.detach() for g in graphs]
                 self._stale = False
@@ -186,7 +221,9 @@ class ItemGraphs(nn.Module):
         return out
 
     # ---- unseen items --------------------------------------------------------------------------------------
-    def rows_for_new_items(self, new_raw: list[torch.Tensor]) -> list[Edges]:
+    def rows_for_new_items(
+        self, new_raw: list[torch.Tensor], new_present: list[torch.Tensor] | None = None
+    ) -> list[Edges]:
         """Rows of A^m (Eq. 5) for unseen items against the known ones, per modality.
 
         A new item's neighbours are itself (cosine 1, as every known item's top-k contains itself) and its
@@ -196,37 +233,55 @@ class ItemGraphs(nn.Module):
 
         Args:
             new_raw: per modality, raw features of the new items [n_new, d_m].
+            new_present: per modality, bool [n_new]: a new item without modality m gets no row in A^m (and known
+                items without m are never its neighbours there). None: every new item has every modality.
         """
         transformed = self.transformed()
         new_t = [lin(x) for lin, x in zip(self.transforms, new_raw, strict=True)]
         out = []
         for idx in range(self.n_modalities):
+            known, new = self.present(idx), None if new_present is None else new_present[idx]
             parts = []
             if self.skip > 0:
-                parts.append(self._new_rows(new_raw[idx], self.raw_features(idx)).scaled(self.skip))
+                parts.append(
+                    self._new_rows(new_raw[idx], self.raw_features(idx), known, new).scaled(self.skip)
+                )
             if self.skip < 1:
-                parts.append(self._new_rows(new_t[idx], transformed[idx]).scaled(1 - self.skip))
+                parts.append(self._new_rows(new_t[idx], transformed[idx], known, new).scaled(1 - self.skip))
             out.append(concat_edges(parts))
         return out
 
-    def _new_rows(self, new: torch.Tensor, known: torch.Tensor) -> Edges:
+    def _new_rows(
+        self,
+        new: torch.Tensor,
+        known: torch.Tensor,
+        known_present: torch.Tensor | None = None,
+        new_present: torch.Tensor | None = None,
+    ) -> Edges:
         n_new, n = new.shape[0], known.shape[0]
-        kk = min(self.k - 1, n)
-        sims = F.normalize(new, dim=1) @ F.normalize(known, dim=1).T  # [n_new, I] block, never [I, I]
+        candidates = known if known_present is None else known[known_present]
+        kk = min(self.k - 1, candidates.shape[0])
+        sims = F.normalize(new, dim=1) @ F.normalize(candidates, dim=1).T  # [n_new, I] block, never [I, I]
         vals, cols = torch.topk(sims, kk, dim=1)
         rows = torch.arange(n_new, device=new.device).repeat_interleave(kk)
         cols, vals = cols.reshape(-1), vals.reshape(-1)
+        if known_present is not None:
+            cols = torch.nonzero(known_present, as_tuple=True)[0][cols]
         keep = vals > 0
+        if new_present is not None:
+            keep &= new_present.to(keep.device)[rows]
         rows, cols, vals = rows[keep], cols[keep], vals[keep]
-        known_rows, _, known_vals = knn_edges(known, self.k, chunk_size=self.chunk_size)
+        known_rows, _, known_vals = masked_knn_edges(known, known_present, self.k, chunk_size=self.chunk_size)
         deg_known = torch.zeros(n, dtype=vals.dtype, device=vals.device).index_add(0, known_rows, known_vals)
         deg_new = torch.ones(n_new, dtype=vals.dtype, device=vals.device).index_add(0, rows, vals)
         weights = vals * deg_new[rows].rsqrt() * deg_known[cols].clamp_min(1e-12).rsqrt()
         self_idx = torch.arange(n_new, device=new.device)
+        if new_present is not None:
+            self_idx = self_idx[new_present.to(self_idx.device)]
         return Edges(
             torch.cat([rows, self_idx]),
             torch.cat([cols, torch.full_like(self_idx, -1)]),
-            torch.cat([weights, 1.0 / deg_new]),
+            torch.cat([weights, 1.0 / deg_new[self_idx]]),
         )
 
 
@@ -244,11 +299,17 @@ class AttentionFusion(nn.Module):
         nn.init.zeros_(self.proj.bias)
         nn.init.xavier_uniform_(self.query.weight)
 
-    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fuse M views [I, d] into h [I, d]; also returns the weights α [I, M] (rows sum to one)."""
+    def forward(
+        self, views: list[torch.Tensor], present: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fuse M views [I, d] into h [I, d]; also returns the weights α [I, M] (rows sum to one).
+
+        With ``present`` (bool [I, M]) Eq. 8's softmax runs over the modalities each item has (a zero row for an
+        item with none, whose h is then zero).
+        """
         stacked = torch.stack(views, dim=1)  # [I, M, d]
         scores = self.query(torch.tanh(self.proj(stacked))).squeeze(-1)  # [I, M], Eq. 7
-        alpha = torch.softmax(scores, dim=1)  # Eq. 8
+        alpha = torch.softmax(scores, dim=1) if present is None else masked_softmax(scores, present)  # Eq. 8
         return (alpha.unsqueeze(-1) * stacked).sum(dim=1), alpha  # Eq. 9
 
 
@@ -483,7 +544,10 @@ class ItemGraphModel(Model):
             cfg.graph_update,
             cfg.finetune_features,
             cfg.chunk_size,
+            data,
+            learn_missing=getattr(cfg, "item_input", "id") == "features",
         )
+        warn_contentless(data, self.item_graphs.names, self.name)
         self.content_only_cold = bool(getattr(cfg, "content_only_cold", False))
         warm = np.asarray(data.train.sum(axis=0)).ravel() > 0
         self.register_buffer("warm", torch.from_numpy(warm.astype(np.float32)).unsqueeze(1), persistent=False)
@@ -550,20 +614,31 @@ class ItemGraphModel(Model):
         terms.update(self.extra_losses(batch, emb))
         return terms
 
-    def _new_item_inputs(self, features: dict[str, np.ndarray]) -> tuple[list[torch.Tensor], int]:
+    def _new_item_inputs(
+        self, features: dict[str, np.ndarray], present: dict[str, Any] | None = None
+    ) -> tuple[list[torch.Tensor], int, list[torch.Tensor] | None]:
+        """Raw features of new items per modality [n_new, d_m], their count, and per modality bool [n_new]
+        presence (None when every new item has every modality). A modality may be left out of ``features``
+        only when ``present`` is given; its rows are then absent."""
         names = self.item_graphs.names
         missing = [m for m in names if m not in features]
-        if missing:
+        if missing and present is None:
             raise ConfigError(f"model '{self.name}' needs features of modalities {missing} for new items")
+        sizes = {np.asarray(features[m]).shape[0] for m in names if m in features}
+        if len(sizes) != 1:
+            raise ConfigError(f"new-item features disagree on the number of items: {sorted(sizes)}")
+        n_new = sizes.pop()
+        dims = [int(lin.in_features) for lin in self.item_graphs.transforms]  # type: ignore[arg-type]
+        for m, dim in zip(names, dims, strict=True):
+            x = features.get(m)
+            if x is not None and (np.ndim(x) != 2 or np.shape(x)[1] != dim):
+                raise ConfigError(f"modality '{m}' of new items has shape {np.shape(x)}, expected (n, {dim})")
+        masks = None
+        if present is not None:
+            mask_np = new_item_presence(names, features, present, n_new)
+            features = new_item_features(names, dims, features, mask_np)
+            masks = [torch.from_numpy(mask_np[m]).to(self.device) for m in names]
         new_raw = [
             torch.as_tensor(np.asarray(features[m], dtype=np.float32), device=self.device) for m in names
         ]
-        sizes = {x.shape[0] for x in new_raw}
-        if len(sizes) != 1:
-            raise ConfigError(f"new-item features disagree on the number of items: {sorted(sizes)}")
-        for m, x, lin in zip(names, new_raw, self.item_graphs.transforms, strict=True):
-            if x.ndim != 2 or x.shape[1] != lin.in_features:
-                raise ConfigError(
-                    f"modality '{m}' of new items has shape {tuple(x.shape)}, expected (n, {lin.in_features})"
-                )
-        return new_raw, sizes.pop()
+        return new_raw, n_new, masks

@@ -5,7 +5,9 @@ training interaction columns, sim(i, j) = |U_i ∩ U_j| / (sqrt(|U_i| |U_j|) + s
 similar items of every item i (its neighbourhood N_k(i)). The score of user u for item i sums the
 similarities of i's neighbours the user has interacted with:  s(u, i) = Σ_{j ∈ H(u) ∩ N_k(i)} sim(i, j).
 ItemKNN-CBF: the same with content similarity, the cosine between items' concatenated modality features, each
-modality L2-normalised first so every modality weighs the same; negative similarities are dropped.
+modality L2-normalised first so every modality weighs the same; negative similarities are dropped. An item
+lacking a modality has a zero block there, so its similarities run over the modalities it has; an item with no
+content has no content neighbour.
 
 Both are sparse: the kNN graph S ([I, I], at most I·k entries) is built in row chunks ([chunk, I] blocks, see
 ``modalrec.graph``), stored transposed as a sparse CSR buffer Sᵀ, and ``score`` computes one batch of users
@@ -34,6 +36,7 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.graph import knn_edges, sparse_cosine_knn_edges, to_csr
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import content_rows
 
 
 class _ItemKNNBase(Model):
@@ -124,7 +127,9 @@ class ItemKNNCBF(_ItemKNNBase):
         chunk_size: int = 1024  # items per similarity block when building the graph
 
     def neighbours(self, data: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        parts = [F.normalize(torch.from_numpy(data.features[m]), dim=1) for m in data.modalities]
+        # an item lacking a modality has a zero block there: its cosine runs over the modalities it has, and an
+        # item with no content has no positive similarity, hence no content neighbour (no score from content)
+        parts = [F.normalize(torch.from_numpy(content_rows(data, m)), dim=1) for m in data.modalities]
         content = torch.cat(parts, dim=1)
         with torch.no_grad():
             return knn_edges(content, self.cfg.k, self.cfg.chunk_size, drop_negative=True, exclude_self=True)

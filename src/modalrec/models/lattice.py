@@ -23,7 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalrec.data.dataset import Dataset
-from modalrec.models.item_graphs import ItemGraphModel, concat_edges, propagate_edges, propagate_with_new
+from modalrec.models.item_graphs import (
+    Edges,
+    ItemGraphModel,
+    concat_edges,
+    propagate_edges,
+    propagate_with_new,
+)
+from modalrec.models.missing_content import row_renormalised_edges
 
 
 class LATTICE(ItemGraphModel):
@@ -64,17 +71,27 @@ class LATTICE(ItemGraphModel):
         """α = softmax(w): [M], sums to one."""
         return torch.softmax(self.modal_weight, dim=0)
 
+    def combine(self, graphs: list[Edges], alpha: torch.Tensor, present: torch.Tensor | None) -> Edges:
+        """A = Σ_m α_m A^m; with ``present`` (bool [rows, M]) each row's α renormalised over the modalities
+        that item has, so an item lacking one keeps a row of total weight one from the others."""
+        return Edges(*row_renormalised_edges(graphs, alpha, present))
+
     def item_branch(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """h = A^L e over the aggregated graph A = Σ_m α_m A^m: [I, d]; extras hold α [M]."""
         alpha = self.modality_weights()
         graphs = self.item_graphs.graphs()
-        combined = concat_edges([g.scaled(alpha[m]) for m, g in enumerate(graphs)])
+        combined = self.combine(graphs, alpha, self.item_graphs.presence())
         h = propagate_edges(combined, self.id_input(), self.cfg.n_item_layers)[-1]
         return h, {"alpha": alpha, "graphs": [combined]}
 
     @torch.no_grad()
-    def item_embeddings_from_features(self, features: dict[str, np.ndarray]) -> torch.Tensor:
-        """Embed unseen items from content alone: [n_new, d] (see ``MICRO.item_embeddings_from_features``)."""
+    def item_embeddings_from_features(
+        self, features: dict[str, np.ndarray], present: dict[str, Any] | None = None
+    ) -> torch.Tensor:
+        """Embed unseen items from content alone: [n_new, d] (see ``MICRO.item_embeddings_from_features``).
+
+        ``present`` (modality -> bool [n_new]) marks new items lacking a modality: they get no row in its graph
+        and their α renormalises over the modalities they have."""
         if not self.plugin:
             raise NotImplementedError(
                 "LATTICE with plugin=False is a plain CF model and cannot embed new items"
@@ -82,12 +99,15 @@ class LATTICE(ItemGraphModel):
         was_training = self.training
         self.eval()
         try:
-            new_raw, n_new = self._new_item_inputs(features)
+            new_raw, n_new, new_present = self._new_item_inputs(features, present)
             alpha = self.modality_weights()
             graphs = self.item_graphs.graphs()
-            rows = self.item_graphs.rows_for_new_items(new_raw)
-            known = concat_edges([g.scaled(alpha[m]) for m, g in enumerate(graphs)])
-            new = concat_edges([r.scaled(alpha[m]) for m, r in enumerate(rows)])
+            rows = self.item_graphs.rows_for_new_items(new_raw, new_present)
+            known = self.combine(graphs, alpha, self.item_graphs.presence())
+            if new_present is None:
+                new = concat_edges([r.scaled(alpha[m]) for m, r in enumerate(rows)])
+            else:  # rows count new items from 0; the self edges (column -1) belong to those rows too
+                new = self.combine(rows, alpha, torch.stack(new_present, dim=1))
             x = self.id_input()
             _, h = propagate_with_new(known, new, x, x.new_zeros(n_new, x.shape[1]), self.cfg.n_item_layers)
             return F.normalize(h, dim=1)

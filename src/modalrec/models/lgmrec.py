@@ -29,6 +29,10 @@ from b random batch rows (unbiased; off by default). With M modalities (the code
 L_HCL sums over the pairs m < m' with m the anchor (for two modalities: the code's one direction); with one
 modality there is no L_HCL. Deviation: the code draws Gumbel noise at evaluation too; here evaluation uses the
 noise-free softmax(logits/τ), so scores are deterministic.
+
+Items lacking a modality: in MGE their X^m_i is a learned vector (``missing_content.MissingEmbedding``); in GHE
+they belong to none of modality m's hyperedges (their row of H^m_i is zero and their logits are left out of
+their users' sums), so hyperedges gather real content only. An item with no content gets E^g_i = 0.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from modalrec.errors import ConfigError
 from modalrec.graph import bipartite_layer_mean, normalized_interactions, scipy_to_torch, sparse_mm
 from modalrec.losses import bpr_loss, info_nce_all
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import MissingEmbedding, content_rows, warn_contentless
 
 
 class LGMRec(Model):
@@ -100,7 +105,7 @@ class LGMRec(Model):
         self.n_modalities = len(names)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, d)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
-        raw = [torch.from_numpy(np.ascontiguousarray(data.features[m], dtype=np.float32)) for m in names]
+        raw = [torch.from_numpy(np.ascontiguousarray(content_rows(data, m), dtype=np.float32)) for m in names]
         for idx, r in enumerate(raw):
             self.register_buffer(f"raw_{idx}", r, persistent=False)
         self.trs = nn.ParameterList(
@@ -110,6 +115,8 @@ class LGMRec(Model):
             [nn.Parameter(nn.init.xavier_uniform_(torch.empty(r.shape[1], cfg.n_hyperedges))) for r in raw]
         )  # V_m
         self.dropout = nn.Dropout(1.0 - cfg.keep_rate)
+        self.missing = MissingEmbedding(data, names, d)
+        warn_contentless(data, names, self.name)
         r_hat, r_hat_t = normalized_interactions(data.train)
         self.register_buffer("r_hat", r_hat, persistent=False)
         self.register_buffer("r_hat_t", r_hat_t, persistent=False)
@@ -129,7 +136,7 @@ class LGMRec(Model):
 
     def modality_graph_embedding(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """E^m = Â^{L_m} [X^m_u; X^m_i]: users [U, d], items [I, d]."""
-        items = self.raw_features(idx) @ self.trs[idx]
+        items = self.missing(idx, self.raw_features(idx) @ self.trs[idx])
         users = sparse_mm(self.r_mean, items, self.r_mean_t)
         for _ in range(self.cfg.n_mm_layers):
             users, items = (
@@ -144,14 +151,19 @@ class LGMRec(Model):
         Training: Gumbel-Softmax (soft) samples with dropout; evaluation: softmax(logits/τ), no noise.
         """
         item_logits = self.raw_features(idx) @ self.hyper[idx]
+        present = self.missing.present(idx)
+        keep = None if present is None else present.unsqueeze(1).to(item_logits.dtype)
+        if keep is not None:  # absent items add nothing to their users' logits
+            item_logits = item_logits * keep
         user_logits = sparse_mm(self.r_bin, item_logits, self.r_bin_t)
         if self.training:
             h_u = F.gumbel_softmax(user_logits, tau=self.cfg.tau, hard=False, dim=1)
             h_i = F.gumbel_softmax(item_logits, tau=self.cfg.tau, hard=False, dim=1)
-            return self.dropout(h_u), self.dropout(h_i)
-        return torch.softmax(user_logits / self.cfg.tau, dim=1), torch.softmax(
-            item_logits / self.cfg.tau, dim=1
-        )
+            h_u, h_i = self.dropout(h_u), self.dropout(h_i)
+        else:
+            h_u = torch.softmax(user_logits / self.cfg.tau, dim=1)
+            h_i = torch.softmax(item_logits / self.cfg.tau, dim=1)
+        return h_u, h_i if keep is None else h_i * keep
 
     def hypergraph_embedding(self, idx: int, cge_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Z^m_u [U, d], Z^m_i [I, d] by H layers of Λ = H_iᵀ Z_i, Z_i = H_i Λ, Z_u = H_u Λ from E^c_i."""

@@ -10,6 +10,8 @@ of the propagation adds a learned projection of each modality (features row-L2-n
 
 so content reaches users through propagation. The L2 penalty applies to the batch's layer-0 ID embeddings
 (LightGCN Eq. 5); the projections W_m are regularised through the optimiser's weight decay if any.
+Items lacking a modality: the mean over modalities runs over the ones the item has (a renormalised fusion,
+``missing_content.masked_mean``); an item with no content has e_i^{(0)} = e_i, the plain LightGCN input.
 A training step propagates for the batch's rows only where it can (``batch_rows.py``; same values and gradients as
 the full layer mean).
 """
@@ -27,6 +29,7 @@ from modalrec.data.sampling import Batch
 from modalrec.graph import bipartite_layer_mean, normalized_interactions
 from modalrec.graph.batch_rows import batch_local_indices, layer_mean_batch_rows
 from modalrec.models.base import Embeddings, Model, bpr_terms_on_rows
+from modalrec.models.missing_content import MissingEmbedding, masked_mean, warn_contentless
 
 
 class LightGCNM(Model):
@@ -60,6 +63,8 @@ class LightGCNM(Model):
             lin = nn.Linear(feats.shape[1], cfg.embed_dim, bias=False)
             nn.init.xavier_uniform_(lin.weight)
             self.proj[m] = lin
+        self.missing = MissingEmbedding(data, self.modality_names, None)  # holds the masks; no vector is used
+        warn_contentless(data, self.modality_names, self.name)
         r_hat, r_hat_t = normalized_interactions(data.train)  # the two blocks of Â
         self.register_buffer("r_hat", r_hat, persistent=False)
         self.register_buffer("r_hat_t", r_hat_t, persistent=False)
@@ -67,7 +72,10 @@ class LightGCNM(Model):
     def content(self) -> torch.Tensor:
         """Mean projected modality content Σ_m W_m f̄^m / M of every item: [I, d]."""
         parts = [self.proj[m](getattr(self, f"feat_{i}")) for i, m in enumerate(self.modality_names)]
-        return torch.stack(parts).mean(dim=0)
+        present = self.missing.matrix()
+        if present is None:
+            return torch.stack(parts).mean(dim=0)
+        return masked_mean(parts, present)
 
     def forward(self) -> Embeddings:
         items0 = self.item_emb + self.content()

@@ -25,11 +25,16 @@ all items ([U, U] logits); here over the batch's unique users and items (``cl_sc
 kNN item graphs drop negative similarities (the code keeps the top-k whatever their sign). The image/text mix
 β (code 0.1/0.9 for two named modalities) is ``graph_weights``, equal by default for any modalities.
 Ablations (paper Sec. 4.3): ``w/o-align``, ``w/o-mask_f``, ``w/o-mask_g``, ``w/o-SSL`` (all three off).
+
+Items lacking a modality: MLP^m(X^m) is a learned vector of that modality (``missing_content.MissingEmbedding``);
+S^m spans the items that have m and each row of S takes β renormalised over its item's modalities.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,20 +46,45 @@ from torch import nn
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
-from modalrec.graph import knn_edges, normalize_edges, normalized_adjacency, scipy_to_torch, sparse_mm
+from modalrec.graph import normalize_edges, normalized_adjacency, scipy_to_torch, sparse_mm
 from modalrec.losses import bpr_loss, info_nce
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import (
+    MissingEmbedding,
+    content_rows,
+    masked_knn_edges,
+    row_renormalised_edges,
+    warn_contentless,
+)
 
 
-def knn_item_graph(feats: list[np.ndarray], weights: list[float], k: int, chunk: int = 1024) -> torch.Tensor:
-    """S = Σ_m β_m D^{-1/2} S^m D^{-1/2}, S^m the binary top-k cosine graph of modality m: sparse CSR [I, I]."""
+def knn_item_graph(
+    feats: list[np.ndarray],
+    weights: list[float],
+    k: int,
+    chunk: int = 1024,
+    present: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """S = Σ_m β_m D^{-1/2} S^m D^{-1/2}, S^m the binary top-k cosine graph of modality m: sparse CSR [I, I].
+
+    ``present`` (bool [I, M]): S^m spans the items that have m, and row i's β renormalised over item i's
+    modalities (``missing_content.row_renormalised_edges``).
+    """
     n = feats[0].shape[0]
-    total = sp.csr_matrix((n, n), dtype=np.float32)
-    for x, w in zip(feats, weights, strict=True):
-        rows, cols, vals = knn_edges(torch.from_numpy(x), k, chunk_size=chunk, drop_negative=True)
+    parts = []
+    for m, x in enumerate(feats):
+        mask = None if present is None else present[:, m]
+        rows, cols, vals = masked_knn_edges(
+            torch.from_numpy(x), mask, k, chunk_size=chunk, drop_negative=True
+        )
         keep = vals > 0
         rows, cols = rows[keep], cols[keep]
-        norm = normalize_edges(rows, cols, torch.ones(len(rows)), n, mode="sym")
+        parts.append((rows, cols, normalize_edges(rows, cols, torch.ones(len(rows)), n, mode="sym")))
+    if present is not None:
+        rows, cols, vals = row_renormalised_edges(parts, torch.tensor(weights, dtype=torch.float32), present)
+        return scipy_to_torch(sp.csr_matrix((vals.numpy(), (rows.numpy(), cols.numpy())), shape=(n, n)))
+    total = sp.csr_matrix((n, n), dtype=np.float32)
+    for (rows, cols, norm), w in zip(parts, weights, strict=True):
         total = total + w * sp.csr_matrix((norm.numpy(), (rows.numpy(), cols.numpy())), shape=(n, n))
     return scipy_to_torch(total)
 
@@ -68,9 +98,19 @@ class ChannelEncoder(nn.Module):
         self.mlp_in = nn.Linear(in_dim, 4 * dim)
         self.mlp_out = nn.Linear(4 * dim, dim)
 
-    def forward(self, adj: torch.Tensor, items: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
-        """adj [N, N] sparse, items [I, in_dim] -> [N, dim]."""
-        x = F.normalize(torch.cat([self.preference, self.mlp_out(F.leaky_relu(self.mlp_in(items)))]), dim=1)
+    def forward(
+        self,
+        adj: torch.Tensor,
+        items: torch.Tensor,
+        noise: float = 0.0,
+        substitute: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """adj [N, N] sparse, items [I, in_dim] -> [N, dim]; ``substitute`` puts the missing-content vector
+        into the MLP's output rows [I, dim]."""
+        content = self.mlp_out(F.leaky_relu(self.mlp_in(items)))
+        if substitute is not None:
+            content = substitute(content)
+        x = F.normalize(torch.cat([self.preference, content]), dim=1)
         out, h = x, x
         for _ in range(2):
             h = sparse_mm(adj, h)
@@ -127,7 +167,7 @@ class MENTOR(Model):
         if len(weights) != len(names):
             raise ConfigError(f"mentor graph_weights needs {len(names)} values (one per modality)")
         for m, n in enumerate(names):
-            self.register_buffer(f"feat_{m}", torch.from_numpy(data.features[n]), persistent=False)
+            self.register_buffer(f"feat_{m}", torch.from_numpy(content_rows(data, n)), persistent=False)
         self.encoders = nn.ModuleList(
             ChannelEncoder(data.n_users, data.features[n].shape[1], d) for n in names
         )
@@ -143,8 +183,10 @@ class MENTOR(Model):
         self.user_weight = nn.Parameter(torch.softmax(torch.randn(data.n_users, self.n_modalities), dim=1))
         self.predictor = nn.Linear(self.n_modalities * d, self.n_modalities * d)
         self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
+        self.missing = MissingEmbedding(data, names, d)
+        warn_contentless(data, names, self.name)
         feats = [data.features[n] for n in names]
-        graph = knn_item_graph(feats, weights, cfg.knn_k)
+        graph = knn_item_graph(feats, weights, cfg.knn_k, present=self.missing.matrix())
         self.register_buffer("item_graph", graph, persistent=False)
         # a top-k graph is not symmetric: the backward pass of S·x needs Sᵀ
         self.register_buffer("item_graph_t", graph.t().to_sparse_csr(), persistent=False)
@@ -171,7 +213,13 @@ class MENTOR(Model):
         encoders = self.encoders
         if noise > 0 and self.noise_encoders is not None:
             encoders = nn.ModuleList(self.noise_encoders[2 * m + view] for m in range(self.n_modalities))
-        return [enc(self.adj, getattr(self, f"feat_{m}"), noise) for m, enc in enumerate(encoders)]
+        return [
+            enc(self.adj, getattr(self, f"feat_{m}"), noise, self._substitute(m))
+            for m, enc in enumerate(encoders)
+        ]
+
+    def _substitute(self, idx: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return partial(self.missing, idx) if self.missing.present(idx) is not None else None
 
     def forward(self) -> Embeddings:
         """r_u [U, M·d], r_i [I, M·d]; in training, extras hold the ID, per-modality and perturbed views."""

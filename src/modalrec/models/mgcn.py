@@ -23,6 +23,11 @@ the kNN graph here (the code keeps the top-k whatever their sign; with k = 10 on
 positive) so that degrees stay positive. The code fine-tunes the raw features (``finetune_features=True``);
 the default keeps them fixed, as the paper describes pre-extracted features. The code decays the learning
 rate by 0.96 every 50 epochs: ``--set train.lr_schedule=step train.lr_step=50 train.lr_gamma=0.96``.
+
+Items lacking a modality: S^m spans the items that have m (no row or column for the others), their x^m is a
+learned vector (``missing_content.MissingEmbedding``), and for items the fuser's α and the modality-specific
+terms run over the modalities the item has: h_mul_i = (h^s_i + Σ_{m ∈ M_i} P^m_i ⊙ (h^m_i - h^s_i)) / (|M_i| + 1).
+An item with no content has h_mul_i = 0 and is carried by its LightGCN embedding ē_i.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ from modalrec.data.sampling import Batch
 from modalrec.graph import bipartite_layer_mean, normalized_interactions, sparse_mm
 from modalrec.losses import bpr_loss, info_nce, l2_reg
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import (
+    MissingEmbedding,
+    masked_softmax,
+    present_rows,
+    renormalise,
+    warn_contentless,
+)
 from modalrec.models.modality_graphs import frozen_knn_graph
 from modalrec.models.raw_features import RawFeatures
 
@@ -94,10 +106,17 @@ class MGCN(Model):
         self.query = _linear(d, 1, bias=False)  # q
         for idx, m in enumerate(names):
             s, s_t = frozen_knn_graph(
-                [data.features[m]], [1.0], cfg.knn_k, weighted=True, chunk_size=cfg.chunk_size
+                [data.features[m]],
+                [1.0],
+                cfg.knn_k,
+                weighted=True,
+                chunk_size=cfg.chunk_size,
+                present=[present_rows(data, m)],
             )
             self.register_buffer(f"s_{idx}", s, persistent=False)
             self.register_buffer(f"s_t_{idx}", s_t, persistent=False)
+        self.missing = MissingEmbedding(data, names, d)
+        warn_contentless(data, names, self.name)
         r_hat, r_hat_t = normalized_interactions(data.train)
         self.register_buffer("r_hat", r_hat, persistent=False)
         self.register_buffer("r_hat_t", r_hat_t, persistent=False)
@@ -112,7 +131,7 @@ class MGCN(Model):
 
     def purified(self, idx: int) -> torch.Tensor:
         """ẽ^m = e ⊙ σ(W^g_m x^m + b^g_m) [I, d] (or x^m itself without the purifier)."""
-        x = self.proj[idx](self.raw_features(idx))
+        x = self.missing(idx, self.proj[idx](self.raw_features(idx)))
         if not self.cfg.purifier:
             return x
         return self.item_emb * torch.sigmoid(self.gate[idx](x))
@@ -125,9 +144,26 @@ class MGCN(Model):
             items = sparse_mm(s, items, s_t)
         return sparse_mm(self.r_hat, items, self.r_hat_t), items
 
-    def fuse(self, views: list[torch.Tensor], behaviour: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Behaviour-aware fuser on N nodes: views h^m [N, d] each, ē [N, d] -> h_mul [N, d], α [N, M]."""
+    def fuse(
+        self, views: list[torch.Tensor], behaviour: torch.Tensor, present: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Behaviour-aware fuser on N nodes: views h^m [N, d] each, ē [N, d] -> h_mul [N, d], α [N, M].
+
+        ``present`` (bool [N, M]): fuse each node over the modalities it has (α renormalised, absent
+        modality-specific terms left out, the average over the terms present)."""
         stacked = torch.stack(views, dim=1)  # [N, M, d]
+        if present is not None:
+            if not self.cfg.fuser:
+                alpha = renormalise(stacked.new_ones(len(views)), present)
+                return (alpha.unsqueeze(-1) * stacked).sum(dim=1), alpha
+            scores = self.query(torch.tanh(self.att(stacked))).squeeze(-1)
+            alpha = masked_softmax(scores, present)
+            shared = (alpha.unsqueeze(-1) * stacked).sum(dim=1)
+            total = shared
+            for idx, view in enumerate(views):
+                gate = torch.sigmoid(self.prefer[idx](behaviour)) * present[:, idx : idx + 1]
+                total = total + gate * (view - shared)
+            return total / (present.sum(dim=1, keepdim=True) + 1), alpha
         if not self.cfg.fuser:
             return stacked.mean(dim=1), stacked.new_full(stacked.shape[:2], 1.0 / len(views))
         alpha = torch.softmax(self.query(torch.tanh(self.att(stacked))).squeeze(-1), dim=1)  # [N, M]
@@ -144,7 +180,7 @@ class MGCN(Model):
         )
         views = [self.modality_view(idx) for idx in range(self.n_modalities)]
         side_users, alpha_u = self.fuse([v[0] for v in views], id_users)
-        side_items, alpha_i = self.fuse([v[1] for v in views], id_items)
+        side_items, alpha_i = self.fuse([v[1] for v in views], id_items, self.missing.matrix())
         extras = {
             "id_users": id_users,
             "id_items": id_items,

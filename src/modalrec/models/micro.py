@@ -111,7 +111,7 @@ class MICRO(ItemGraphModel):
             ]
         else:
             graphs, views = [], inputs
-        fused, alpha = self.fusion(views)
+        fused, alpha = self.fusion(views, self.item_graphs.presence())
         return fused, {"views": views, "fused": fused, "alpha": alpha, "graphs": graphs}
 
     def extra_losses(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
@@ -123,20 +123,37 @@ class MICRO(ItemGraphModel):
         anchors = None
         if 0 < self.cfg.cl_items < self.n_items:
             anchors = torch.randperm(self.n_items, device=fused.device)[: self.cfg.cl_items]
-        cl = fusion_contrastive_loss(
-            views, fused, self.cfg.tau, self.cfg.chunk_size, self.cfg.cl_symmetric, anchors
-        )
+        present = self.item_graphs.presence()
+        if present is None:
+            cl = fusion_contrastive_loss(
+                views, fused, self.cfg.tau, self.cfg.chunk_size, self.cfg.cl_symmetric, anchors
+            )
+        else:  # each view contrasted at the anchors that have its modality only (no view of absent content)
+            cl = fused.new_zeros(())
+            for m, view in enumerate(views):
+                own = present[:, m] if anchors is None else present[anchors, m]
+                idx = torch.nonzero(own, as_tuple=True)[0]
+                idx = idx if anchors is None else anchors[idx]
+                if idx.numel():
+                    cl = cl + fusion_contrastive_loss(
+                        [view], fused, self.cfg.tau, self.cfg.chunk_size, self.cfg.cl_symmetric, idx
+                    )
+            cl = cl / len(views)
         return {"cl": self.cfg.cl_weight * cl}
 
     @torch.no_grad()
-    def item_embeddings_from_features(self, features: dict[str, np.ndarray]) -> torch.Tensor:
+    def item_embeddings_from_features(
+        self, features: dict[str, np.ndarray], present: dict[str, Any] | None = None
+    ) -> torch.Tensor:
         """Embed unseen items from content alone: [n_new, d].
 
         Each new item joins every modality graph as a row pointing to itself and its top k-1 known items
         (Eqs. 1-5 against the known items' raw and transformed features); Eq. 6 then propagates the known
         items' embeddings to it, Eqs. 7-9 fuse the modalities, and Eq. 13 gives 0 + h/||h||, since an unseen
         item has no CF embedding x̃_i. Its own ID input is zero (it has none); with
-        ``item_input="features"`` it is ẽ^m.
+        ``item_input="features"`` it is ẽ^m. ``present`` (modality -> bool [n_new]) marks new items lacking a
+        modality: they get no row in its graph, its ẽ^m is the learned missing vector, and the attention runs
+        over the modalities they have.
         """
         if not self.plugin:
             raise NotImplementedError(
@@ -145,23 +162,28 @@ class MICRO(ItemGraphModel):
         was_training = self.training
         self.eval()
         try:
-            new_raw, n_new = self._new_item_inputs(features)
+            new_raw, n_new, new_present = self._new_item_inputs(features, present)
             transformed = self.item_graphs.transformed()
             inputs = self._inputs(transformed)
             if self.cfg.item_input == "features":
                 new_inputs = [lin(x) for lin, x in zip(self.item_graphs.transforms, new_raw, strict=True)]
+                if new_present is not None:  # a modality complete in training: the known items' mean ẽ^m
+                    new_inputs = [
+                        self.item_graphs.missing.substitute(m, x, new_present[m], t.mean(dim=0))
+                        for m, (x, t) in enumerate(zip(new_inputs, transformed, strict=True))
+                    ]
             else:
                 new_inputs = [inputs[0].new_zeros(n_new, self.cfg.embed_dim)] * len(inputs)
             if self.cfg.use_graph:
                 graphs = self.item_graphs.graphs(transformed)
-                new_rows = self.item_graphs.rows_for_new_items(new_raw)
+                new_rows = self.item_graphs.rows_for_new_items(new_raw, new_present)
                 views = [
                     propagate_with_new(g, r, x, xn, self.cfg.n_item_layers)[1]
                     for g, r, x, xn in zip(graphs, new_rows, inputs, new_inputs, strict=True)
                 ]
             else:
                 views = new_inputs
-            fused, _ = self.fusion(views)
+            fused, _ = self.fusion(views, None if new_present is None else torch.stack(new_present, dim=1))
             return F.normalize(fused, dim=1)
         finally:
             self.train(was_training)

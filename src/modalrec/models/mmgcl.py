@@ -15,6 +15,9 @@ The paper text is not at hand here: ME/MM/InfoNCE follow its description; the br
 fusion and the defaults (τ = 0.2, λ_c = 0.1, rates 0.2) are the usual LightGCN/SGL-style settings and are
 worth tuning. The paper's additional "negative sampling" view (a modality-shuffled hard negative) is not
 implemented.
+
+Items lacking a modality: that branch's item input is a learned vector in the projected space
+(``missing_content.MissingEmbedding``) instead of W_m f̄^m; the MM view may still mask it like any input.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from modalrec.data.sampling import Batch
 from modalrec.graph import BipartitePattern, bipartite_layer_mean
 from modalrec.losses import bpr_loss, info_nce, l2_reg
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import MissingEmbedding, warn_contentless
 
 
 class MMGCL(Model):
@@ -75,6 +79,8 @@ class MMGCL(Model):
             lin = nn.Linear(feats.shape[1], d, bias=False)
             nn.init.xavier_uniform_(lin.weight)
             self.proj.append(lin)
+        self.missing = MissingEmbedding(data, self.modality_names, d)
+        warn_contentless(data, self.modality_names, self.name)
         # The graph as its two normalised blocks R̂ [U, I], R̂ᵀ [I, U]; an ME view keeps the sparsity pattern and
         # zeroes the dropped interactions' values (degrees recomputed), so propagation is the lean
         # bipartite_layer_mean (O((U+I)·d) activation memory per branch instead of O(|E|·d) per layer).
@@ -87,7 +93,7 @@ class MMGCL(Model):
         """Layer-0 item inputs of every branch ([I, d] each); modality rows masked with ``mask_prob``."""
         inputs: list[torch.Tensor] = [] if self.item_emb is None else [self.item_emb]
         for i, lin in enumerate(self.proj):
-            x = lin(getattr(self, f"feat_{i}"))
+            x = self.missing(i, lin(getattr(self, f"feat_{i}")))
             if mask_prob > 0:
                 keep = (torch.rand(x.shape[0], 1, device=x.device) >= mask_prob).to(x.dtype)
                 x = x * keep

@@ -14,11 +14,18 @@ projected by a linear layer to ``feat_dim`` and the layer-1 input [p; f] is row-
 aggregation keeps the input width and its combination maps to ``embed_dim``; the ID embedding enters every
 layer. The neighbour mean excludes the node itself. Everything is sparse: one [U+I, U+I] row-normalised
 adjacency shared by all modalities.
+
+Items lacking a modality: their layer-1 content input in that modality's GCN is a learned vector (in the
+projected space, or the raw one when features are not projected; ``missing_content.MissingEmbedding``), so no
+user preference is pulled towards a content vector that does not exist; the ID embedding still enters every
+layer, so an item with no content at all is carried by its ID.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,6 +38,7 @@ from modalrec.data.sampling import Batch
 from modalrec.graph import bipartite_adjacency, scipy_to_torch
 from modalrec.losses import bpr_loss, l2_reg
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import MissingEmbedding, content_rows, warn_contentless
 
 
 def row_normalized_bipartite(train: sp.spmatrix) -> torch.Tensor:
@@ -65,9 +73,18 @@ class _ModalityGCN(nn.Module):
             if isinstance(mod, nn.Linear):
                 nn.init.xavier_uniform_(mod.weight)
 
-    def forward(self, adj: torch.Tensor, feats: torch.Tensor, id_emb: torch.Tensor) -> torch.Tensor:
-        """Args: adj [(U+I), (U+I)] row-normalised; feats [I, d_m]; id_emb [(U+I), d]. Returns [(U+I), d]."""
+    def forward(
+        self,
+        adj: torch.Tensor,
+        feats: torch.Tensor,
+        id_emb: torch.Tensor,
+        substitute: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Args: adj [(U+I), (U+I)] row-normalised; feats [I, d_m]; id_emb [(U+I), d]; ``substitute`` puts the
+        missing-content vector into the (projected) item rows [I, width]. Returns [(U+I), d]."""
         items = self.mlp(feats) if self.mlp is not None else feats
+        if substitute is not None:
+            items = substitute(items)
         x = F.normalize(torch.cat([self.preference, items], dim=0), dim=1)
         for agg, lin, comb in zip(self.agg, self.lin, self.comb, strict=True):
             h = F.leaky_relu(torch.sparse.mm(adj, agg(x)))
@@ -104,11 +121,15 @@ class MMGCN(Model):
         )
         self.gcns = nn.ModuleList()
         for i, m in enumerate(self.modality_names):
-            feats = torch.from_numpy(data.features[m])
+            feats = torch.from_numpy(content_rows(data, m))
             if cfg.normalize_features:
                 feats = F.normalize(feats, dim=1)
             self.register_buffer(f"feat_{i}", feats, persistent=False)
             self.gcns.append(_ModalityGCN(data.n_users, feats.shape[1], cfg))
+        self.missing = MissingEmbedding(
+            data, self.modality_names, [g.preference.shape[1] for g in self._gcns()]
+        )
+        warn_contentless(data, self.modality_names, self.name)
         self.register_buffer("adj", row_normalized_bipartite(data.train), persistent=False)
 
     def _gcns(self) -> list[_ModalityGCN]:
@@ -116,10 +137,16 @@ class MMGCN(Model):
 
     def forward(self) -> Embeddings:
         out = torch.stack(
-            [gcn(self.adj, getattr(self, f"feat_{i}"), self.id_emb) for i, gcn in enumerate(self.gcns)]
+            [
+                gcn(self.adj, getattr(self, f"feat_{i}"), self.id_emb, self._substitute(i))
+                for i, gcn in enumerate(self.gcns)
+            ]
         ).sum(dim=0)
         users, items = torch.split(out, [self.n_users, self.n_items])
         return Embeddings(users, items)
+
+    def _substitute(self, idx: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return partial(self.missing, idx) if self.missing.present(idx) is not None else None
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
         u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]

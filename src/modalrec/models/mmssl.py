@@ -44,6 +44,9 @@ attention (``attn_value_proj``), a fixed k >= 1 neighbour rule for all users (th
 is 0 on the shipped datasets and its graphs hold only one batch's users), simultaneous bipartite propagation
 without the code's softmax on the last GNN layer, standard InfoNCE with τ' = 0.085 (paper Sec. 4.4; code: 0.5,
 GRACE-style).
+
+Items lacking a modality: their transformed features W^m f̄_i^m + b^m are a learned vector of that modality
+(``missing_content.MissingEmbedding``, before the dropout), so Eqs. 2-3 and 12 never read a made-up feature row.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from modalrec.errors import ConfigError, ModalrecError
 from modalrec.graph import normalized_interactions, scipy_to_torch, sparse_mm
 from modalrec.losses import bpr_loss, gradient_penalty, info_nce, l2_reg, recompute_in_backward
 from modalrec.models.base import Embeddings, Model, TrainSettings
+from modalrec.models.missing_content import MissingEmbedding, content_rows, warn_contentless
 from modalrec.models.mmssl_parts import (
     D_NORMS,
     Discriminator,
@@ -170,10 +174,12 @@ class MMSSL(Model):
         self.modality_names = list(data.modalities)
         self.n_modalities = len(self.modality_names)
         for m, name in enumerate(self.modality_names):
-            self.register_buffer(f"feat_{m}", torch.from_numpy(data.features[name]), persistent=False)
+            self.register_buffer(f"feat_{m}", torch.from_numpy(content_rows(data, name)), persistent=False)
         self.transforms = nn.ModuleList(nn.Linear(data.features[n].shape[1], d) for n in self.modality_names)
         for lin in self.transforms:
             nn.init.xavier_uniform_(lin.weight)  # type: ignore[arg-type]
+        self.missing = MissingEmbedding(data, self.modality_names, d)
+        warn_contentless(data, self.modality_names, self.name)
         self.dropout = nn.Dropout(cfg.feat_dropout)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, d)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
@@ -258,7 +264,7 @@ class MMSSL(Model):
         """Eq. 2: per modality, f_u^m [U, d] and f_i^m [I, d] from the transformed item features."""
         users, items = [], []
         for m, lin in enumerate(self.transforms):
-            f = lin(getattr(self, f"feat_{m}"))
+            f = self.missing(m, lin(getattr(self, f"feat_{m}")))
             if dropout:
                 f = self.dropout(f)
             fu = sparse_mm(self.ui_row, f, self.ui_row_t)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from modalrec.errors import ConfigError
-from modalrec.graph import BipartitePattern, inv_sqrt_degree, knn_edges, normalize_edges, to_csr
+from modalrec.graph import BipartitePattern, inv_sqrt_degree, normalize_edges, to_csr
+from modalrec.models.missing_content import masked_knn_edges, row_renormalised_edges
 
 
 def edges_to_csr(
@@ -33,18 +34,20 @@ def edges_to_csr(
 
 
 def modality_knn_edges(
-    feats: np.ndarray, k: int, weighted: bool, chunk_size: int = 1024
+    feats: np.ndarray, k: int, weighted: bool, chunk_size: int = 1024, present: np.ndarray | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """S^m of one modality as an edge list (rows, cols, vals), each [E] with E <= I·k.
 
     Ŝ^m keeps, for every item, its k most cosine-similar items (itself included, as in the official codes).
     ``weighted=False`` (FREEDOM): Ŝ_ij = 1 for the kept pairs, whatever the sign of the cosine.
     ``weighted=True`` (MGCN): Ŝ_ij = cos(i, j) for the kept pairs, non-positive ones dropped (they would make the
-    degree non-positive). Then S^m = D^{-1/2} Ŝ^m D^{-1/2} with D the row sums of Ŝ^m.
+    degree non-positive). Then S^m = D^{-1/2} Ŝ^m D^{-1/2} with D the row sums of Ŝ^m. With ``present`` (bool
+    [I]) the graph spans the items that have the modality: the others have no row and no column in it.
     """
     x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+    mask = None if present is None else torch.from_numpy(np.asarray(present, dtype=bool))
     with torch.no_grad():
-        rows, cols, vals = knn_edges(x, k, chunk_size=chunk_size, drop_negative=weighted)
+        rows, cols, vals = masked_knn_edges(x, mask, k, chunk_size=chunk_size, drop_negative=weighted)
         if not weighted:
             vals = torch.ones_like(vals)
         vals = normalize_edges(rows, cols, vals, x.shape[0], mode="sym")
@@ -52,16 +55,34 @@ def modality_knn_edges(
 
 
 def frozen_knn_graph(
-    features: list[np.ndarray], weights: list[float], k: int, weighted: bool, chunk_size: int = 1024
+    features: list[np.ndarray],
+    weights: list[float],
+    k: int,
+    weighted: bool,
+    chunk_size: int = 1024,
+    present: list[np.ndarray | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """S = Σ_m α_m S^m over the given modalities: fixed sparse CSR (S [I, I], Sᵀ [I, I])."""
+    """S = Σ_m α_m S^m over the given modalities: fixed sparse CSR (S [I, I], Sᵀ [I, I]).
+
+    ``present`` (per modality bool [I] or None = all items have it): each S^m spans the items that have m, and
+    row i of S takes α renormalised over the modalities item i has (``missing_content.row_renormalised_edges``).
+    """
     if k < 1:
         raise ConfigError(f"the kNN item graph needs k >= 1 neighbours, got {k}")
-    parts = [modality_knn_edges(f, k, weighted, chunk_size) for f in features]
-    rows = torch.cat([p[0] for p in parts])
-    cols = torch.cat([p[1] for p in parts])
-    vals = torch.cat([p[2] * w for p, w in zip(parts, weights, strict=True)])
-    return edges_to_csr(rows, cols, vals, features[0].shape[0])
+    masks = present if present is not None else [None] * len(features)
+    if all(m is None for m in masks):
+        parts = [modality_knn_edges(f, k, weighted, chunk_size) for f in features]
+        rows = torch.cat([p[0] for p in parts])
+        cols = torch.cat([p[1] for p in parts])
+        vals = torch.cat([p[2] * w for p, w in zip(parts, weights, strict=True)])
+        return edges_to_csr(rows, cols, vals, features[0].shape[0])
+    parts = [modality_knn_edges(f, k, weighted, chunk_size, m) for f, m in zip(features, masks, strict=True)]
+    n = features[0].shape[0]
+    matrix = torch.from_numpy(
+        np.stack([np.ones(n, dtype=bool) if m is None else np.asarray(m, dtype=bool) for m in masks], axis=1)
+    )
+    rows, cols, vals = row_renormalised_edges(parts, torch.tensor(weights, dtype=torch.float32), matrix)
+    return edges_to_csr(rows, cols, vals, n)
 
 
 def edge_weights(pattern: BipartitePattern) -> torch.Tensor:

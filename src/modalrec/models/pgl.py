@@ -24,6 +24,10 @@ sets it to 0, turning the InfoNCE term off). Where we differ from that code:
   * the global subgraph is computed in row blocks of ``chunk_size``; ``svd_max_per_row`` > 0 additionally keeps
     only the largest |G_xy| per row (the code keeps every entry above ε, which can grow to (U+I)² entries).
   * raw features are fixed unless ``finetune_features`` (the code trains them).
+
+Items lacking a modality: W_m x^m + b_m is a learned vector (``missing_content.MissingEmbedding``); S^m spans the
+items that have m and each row of S takes α renormalised over its item's modalities. PGL has no item ID table:
+an item with no content starts from the learned vectors and is told apart by its interactions only.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from modalrec.models.homogeneous_graphs import (
     modality_weights,
     weighted_sum_graph,
 )
+from modalrec.models.missing_content import MissingEmbedding, warn_contentless
 
 SUBGRAPHS = ("local", "global", "full")
 
@@ -206,7 +211,16 @@ class PGL(Model):
         self.register_buffer("edge_users", torch.from_numpy(coo.row.astype(np.int64)), persistent=False)
         self.register_buffer("edge_items", torch.from_numpy(coo.col.astype(np.int64)), persistent=False)
         weights = modality_weights(cfg.item_graph_weights, self.n_modalities)
-        graph = weighted_sum_graph([binary_knn_graph(r, cfg.knn_k, cfg.chunk_size) for r in raw], weights)
+        self.missing = MissingEmbedding(data, names, d)
+        warn_contentless(data, names, self.name)
+        graph = weighted_sum_graph(
+            [
+                binary_knn_graph(r, cfg.knn_k, cfg.chunk_size, self.missing.present(m))
+                for m, r in enumerate(raw)
+            ],
+            weights,
+            self.missing.matrix(),
+        )
         item_graph, item_graph_t = edges_to_csr(graph, data.n_items)
         self.register_buffer("item_graph", item_graph, persistent=False)
         self.register_buffer("item_graph_t", item_graph_t, persistent=False)
@@ -261,7 +275,11 @@ class PGL(Model):
     def forward(self) -> Embeddings:
         """Users [U, M·d] and items [I, M·d]: the propagated representations, items plus h = S^L i."""
         items = torch.cat(
-            [F.normalize(proj(self.raw_features(m)), dim=1) for m, proj in enumerate(self.projections)], dim=1
+            [
+                F.normalize(self.missing(m, proj(self.raw_features(m))), dim=1)
+                for m, proj in enumerate(self.projections)
+            ],
+            dim=1,
         )
         users = torch.cat(list(self.user_prefs), dim=1)
         h = items

@@ -45,6 +45,10 @@ Where the official code differs from the paper, the paper is the default and the
       (not offered); the paper uses cosine similarity (default).
     * The code contrasts a batch's items with duplicates; here they are de-duplicated first, so an item is
       never its own negative.
+
+Items lacking a modality: their layer-0 input in that modality's graph is a learned vector in the projected
+space instead of W_m f_i + b_m (``missing_content.MissingEmbedding``); propagation then mixes it with the
+content of the item's neighbours like any other input.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from modalrec.errors import ConfigError
 from modalrec.graph import lightgcn_readout, normalized_adjacency, sparse_mm
 from modalrec.losses import bpr_loss, info_nce
 from modalrec.models.base import Embeddings, Model, TrainSettings
+from modalrec.models.missing_content import MissingEmbedding, content_rows, warn_contentless
 from modalrec.optim import Adam
 
 SSL_TASKS = ("fd", "fm", "fd+fm", "fac", "none")
@@ -112,13 +117,15 @@ class SLMRec(Model):
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
         self.proj = nn.ModuleList()
         for i, m in enumerate(self.modal_names):
-            feats = torch.from_numpy(np.asarray(data.features[m], dtype=np.float32))
+            feats = torch.from_numpy(np.asarray(content_rows(data, m), dtype=np.float32))
             if cfg.normalize_features:
                 feats = F.normalize(feats, dim=1)
             self.register_buffer(f"feat_{i}", feats, persistent=False)
             lin = nn.Linear(feats.shape[1], d)
             nn.init.xavier_uniform_(lin.weight)
             self.proj.append(lin)
+        self.missing = MissingEmbedding(data, self.modal_names, d)
+        warn_contentless(data, self.modal_names, self.name)
         self.register_buffer("adj", normalized_adjacency(data.train), persistent=False)
         self.train_csr = sp.csr_matrix(data.train, dtype=np.float32)  # false-negative look-ups (Eq. 12)
         if cfg.fusion == "concat":
@@ -170,7 +177,9 @@ class SLMRec(Model):
     # ---- encoders ------------------------------------------------------------------------------------------
     def item_inputs(self) -> torch.Tensor:
         """Layer-0 item inputs of every modality graph, ID first: [I, M+1, d]."""
-        feats = [self.item_emb] + [lin(getattr(self, f"feat_{i}")) for i, lin in enumerate(self.proj)]
+        feats = [self.item_emb] + [
+            self.missing(i, lin(getattr(self, f"feat_{i}"))) for i, lin in enumerate(self.proj)
+        ]
         return torch.stack(feats, dim=1)
 
     def encode(self, items_in: torch.Tensor, layer_dropout: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,11 @@ The paper text is not used here: equations and defaults follow the official code
 Ablation switches: ``use_spectrum`` (False: c^m = f^m and c^f = mean_m f^m, no filters), ``use_fusion_view``
 (False: no fused view, hence no attention from it), ``use_preference`` (False: no attention, no gates, s = mean
 of the views), ``cl_weight`` = 0.
+
+Items lacking a modality: f^m is a learned vector (``missing_content.MissingEmbedding``) before the spectral
+filters and the fusion; S^m spans the items that have m (no row or column for the others), so the max-pooled
+S^f gives each item the neighbours of the modalities it has; an item's side representation s_i averages the
+views of the modalities it has (plus the fused view), so an item with no content has s_i = 0.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from modalrec.losses import bpr_loss, info_nce, l2_reg
 from modalrec.models.base import Embeddings, Model
 from modalrec.models.homogeneous_graphs import edges_to_csr, max_pool_graph
 from modalrec.models.item_graphs import knn_normalized_graph
+from modalrec.models.missing_content import MissingEmbedding, masked_mean, warn_contentless
 
 
 def spectral_filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -129,7 +135,12 @@ class SMORE(Model):
         r_hat, r_hat_t = normalized_interactions(data.train)
         self.register_buffer("r_hat", r_hat, persistent=False)
         self.register_buffer("r_hat_t", r_hat_t, persistent=False)
-        graphs = [knn_normalized_graph(r, cfg.knn_k, cfg.chunk_size) for r in raw]
+        self.missing = MissingEmbedding(data, names, d)
+        warn_contentless(data, names, self.name)
+        graphs = [
+            knn_normalized_graph(r, cfg.knn_k, cfg.chunk_size, self.missing.present(m))
+            for m, r in enumerate(raw)
+        ]
         graphs.append(max_pool_graph(graphs, data.n_items))
         for idx, g in enumerate(graphs):  # index M is the fused graph S^f
             a, a_t = edges_to_csr(g, data.n_items)
@@ -148,7 +159,7 @@ class SMORE(Model):
 
     def spectral_views(self) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """The denoised c^m (list of [I, d]) and the fused c^f ([I, d], None without the fused view)."""
-        feats = [proj(self.raw_features(i)) for i, proj in enumerate(self.projections)]
+        feats = [self.missing(i, proj(self.raw_features(i))) for i, proj in enumerate(self.projections)]
         fused = None
         if not self.cfg.use_spectrum:
             if self.cfg.use_fusion_view:
@@ -186,7 +197,14 @@ class SMORE(Model):
             if fused is not None:
                 fused = self.dropout(self.preference_gates[self.n_modalities](content)) * fused
         parts = views if fused is None else [*views, fused]
-        side = torch.stack(parts).mean(0)
+        present = self.missing.matrix()
+        if present is None:
+            side = torch.stack(parts).mean(0)
+        else:  # items average the views of the modalities they have (users: all views)
+            if fused is not None:
+                present = torch.cat([present, present.any(dim=1, keepdim=True)], dim=1)
+            users_all = present.new_ones(self.n_users, present.shape[1])
+            side = masked_mean(parts, torch.cat([users_all, present], dim=0))
         final = content + side
         u, i = torch.split(final, [self.n_users, self.n_items])
         return Embeddings(u, i, {"side": side, "content": content})

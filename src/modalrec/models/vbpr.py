@@ -12,11 +12,16 @@ dense weights each receive a gradient from every item in every batch, fit the tr
 epochs and then overfit while the ID factors barely learn (Tiktok: val R@20 peaked at ≈0.015 at epoch 2).
 ``content_reg_weight`` (λ_E = λ_β') applies that penalty. ``reg_content`` instead puts the batch items'
 content factors E f_i under ``reg_weight``, as the MMRec re-implementation does.
+
+Items lacking a modality: its block of f_i is zero and a learned vector v_m = [θ-part, bias part] takes the
+place of E_m f^m_i and β'_m·f^m_i (``missing_content.MissingEmbedding.offset``), so "no image" is learned
+rather than read as an all-zero image; an item with no content keeps its ID factors γ_i plus Σ_m v_m.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +31,13 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.losses import bpr_loss, l2_reg
 from modalrec.models.base import Embeddings, Model
+from modalrec.models.missing_content import (
+    MissingEmbedding,
+    content_rows,
+    new_item_features,
+    new_item_presence,
+    warn_contentless,
+)
 
 
 class VBPR(Model):
@@ -48,7 +60,8 @@ class VBPR(Model):
         super().__init__(data, cfg)
         half = cfg.embed_dim // 2
         self.modality_names = list(data.modalities)
-        feats = np.concatenate([self._prepare(data.features[m]) for m in data.modalities], axis=1)
+        self.modality_dims = [int(data.features[m].shape[1]) for m in self.modality_names]
+        feats = np.concatenate([self._prepare(content_rows(data, m)) for m in data.modalities], axis=1)
         self.register_buffer("features", torch.from_numpy(feats.astype(np.float32)), persistent=False)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, 2 * half)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, half)))
@@ -57,13 +70,25 @@ class VBPR(Model):
         self.bias = nn.Linear(feats.shape[1], 1, bias=False) if cfg.feature_bias else None
         if self.bias is not None:
             nn.init.zeros_(self.bias.weight)
+        # an absent modality's block of f_i is zero; a learned [θ-part, bias] vector takes its place
+        self.missing = MissingEmbedding(data, self.modality_names, half + 1)
+        warn_contentless(data, self.modality_names, self.name)
 
-    def _items(self, id_part: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        return torch.cat([id_part, self.proj(feats)], dim=1)
+    def _items(
+        self, id_part: torch.Tensor, feats: torch.Tensor, offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        content = self.proj(feats)
+        if offset is not None:
+            content = content + offset[:, :-1]
+        return torch.cat([id_part, content], dim=1)
 
     def forward(self) -> Embeddings:
-        items = self._items(self.item_emb, self.features)
-        extras = {"item_bias": self.bias(self.features).squeeze(1)} if self.bias is not None else None
+        offset = self.missing.offset()
+        items = self._items(self.item_emb, self.features, offset)
+        extras = None
+        if self.bias is not None:
+            bias = self.bias(self.features).squeeze(1)
+            extras = {"item_bias": bias if offset is None else bias + offset[:, -1]}
         return Embeddings(self.user_emb, items, extras)
 
     def score(self, emb: Embeddings, users: torch.Tensor) -> torch.Tensor:
@@ -80,20 +105,31 @@ class VBPR(Model):
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
         return (feats / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def item_embeddings_from_features(self, features: dict[str, np.ndarray]) -> torch.Tensor:
+    def item_embeddings_from_features(
+        self, features: dict[str, np.ndarray], present: dict[str, Any] | None = None
+    ) -> torch.Tensor:
         """Cold items ([n_new, d]): no ID factors yet (zeros), content factors E f_i from the learned projection.
 
         The content bias β'·f_i is not part of the embedding; serving treats it as 0 for added items.
+        ``present`` (modality -> bool [n_new]) marks new items lacking a modality: its block contributes the
+        learned missing vector, or nothing when every training item had that modality.
         """
         missing = [m for m in self.modality_names if m not in features]
-        if missing:
+        if missing and present is None:
             raise ValueError(f"VBPR needs features for modalities {missing}")
+        mask_t = None
+        if present is not None:
+            n_new = len(next(iter(features.values())))
+            masks = new_item_presence(self.modality_names, features, present, n_new)
+            features = new_item_features(self.modality_names, self.modality_dims, features, masks)
+            mask_t = torch.from_numpy(np.stack([masks[m] for m in self.modality_names], axis=1))
         feats = np.concatenate(
             [self._prepare(np.asarray(features[m], dtype=np.float32)) for m in self.modality_names], axis=1
         )
         x = torch.from_numpy(feats).to(self.features.device)
         with torch.no_grad():
-            return self._items(torch.zeros(len(x), self.item_emb.shape[1], device=x.device), x)
+            offset = None if mask_t is None else self.missing.offset(mask_t)
+            return self._items(torch.zeros(len(x), self.item_emb.shape[1], device=x.device), x, offset)
 
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
         u, p, n = emb.users[batch.users], emb.items[batch.pos], emb.items[batch.neg]
