@@ -397,6 +397,9 @@ class Trainer:
             "test": {k: v for k, v in test.items() if k not in ("per_user", "user_index")},
             "test_groups": group_breakdown(test, self.data, cfg.eval.group_bins),
             "model_config": dict(cfg.model),
+            # drop/fill settings and the items lacking each modality (before filling); see data.missing
+            "missing_content": self.data.missing_summary
+            or {"missing_items": self.data.stats()["missing_items"]},
         }
         if self.primary:
             shown = " ".join(
