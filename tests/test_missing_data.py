@@ -195,7 +195,7 @@ def test_drop_spec_parsing() -> None:
     assert parse_drop_spec("") == {}
     assert parse_drop_spec("visual:0.3, textual:1") == {"visual": 0.3, "textual": 1.0}
     for bad in ("visual", "visual:1.5", "visual:-0.1", ":0.3", "visual:abc", "visual:0.1,visual:0.2"):
-        with pytest.raises(ConfigError, match="data.drop_modality"):
+        with pytest.raises(ConfigError, match=r"data\.drop_modality"):
             parse_drop_spec(bad)
 
 
@@ -270,7 +270,7 @@ def test_mean_and_zero_fills(caplog: pytest.LogCaptureFixture) -> None:
     zeros = fill_missing(data, "zeros")
     assert zeros.feature_masks == {} and zeros.present("visual").all()  # the model cannot tell
     assert (zeros.features["visual"][[2, 5]] == 0).all()
-    with pytest.raises(ConfigError, match="data.missing_fill"):
+    with pytest.raises(ConfigError, match=r"data\.missing_fill"):
         fill_missing(data, "median")
 
 
