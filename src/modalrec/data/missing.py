@@ -36,7 +36,7 @@ from modalrec.errors import ConfigError
 log = logging.getLogger("modalrec.data")
 
 FILLS = ("neighbours", "mean", "zeros")
-CHUNK_ENTRIES = 2**24  # bound on the entries of one [missing items, n_items] co-occurrence block
+CHUNK_ENTRIES = 2**22  # bound on the entries of one [missing items, n_items] co-occurrence block
 
 
 def parse_drop_spec(spec: str) -> dict[str, float]:
@@ -180,23 +180,23 @@ def neighbour_means(
     Returns:
         float32 [m, d].
     """
-    r = sp.csr_matrix(train, dtype=np.float64)
+    # float32 throughout (counts are exact below 2**24): no float64 copy of a large feature matrix
+    r = sp.csr_matrix(train, dtype=np.float32)
     r.data[:] = 1.0
     rt = sp.csr_matrix(r.T)  # [n_items, n_users]
-    keep = sp.diags(
-        present.astype(np.float64)
-    )  # drops neighbours that lack the content (and the item itself)
-    xr = x.astype(np.float64)
+    keep = sp.diags(present.astype(np.float32))  # drops neighbours without the content (and the item itself)
+    x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty((len(missing), x.shape[1]), dtype=np.float32)
     step = max(1, CHUNK_ENTRIES // max(1, x.shape[0]))
     for start in range(0, len(missing), step):
         block = missing[start : start + step]
-        co = sp.csr_matrix(rt[block] @ r) @ keep  # [b, n_items] co-occurrence counts with present items
-        weight = np.asarray(co.sum(axis=1)).ravel()
-        summed = co @ xr  # [b, d]
+        co = sp.csr_matrix(rt[block] @ r @ keep)  # [b, n_items] co-occurrence counts with present items
+        weight = np.asarray(co.sum(axis=1), dtype=np.float64).ravel()
         has = weight > 0
-        part = np.tile(fallback.astype(np.float64), (len(block), 1))
-        part[has] = summed[has] / weight[has, None]
+        part = np.empty((len(block), x.shape[1]), dtype=np.float32)
+        part[:] = fallback
+        if has.any():
+            part[has] = np.asarray(co[has] @ x) / weight[has, None].astype(np.float32)  # [b', d]
         out[start : start + len(block)] = part
     return out
 
