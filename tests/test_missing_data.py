@@ -334,6 +334,19 @@ def test_cli_drop_and_fill_end_to_end(tiny_folder: Path, tmp_path: Path) -> None
     assert info["fill"] == "zeros" and info["missing_items"]["visual"] == 60  # counted before the zeros
 
 
+def test_api_trainer_applies_the_settings_to_a_given_dataset(tiny: Dataset, tmp_path: Path) -> None:
+    from modalrec.recommend import load_run
+    from modalrec.train import train
+
+    sets = ["data.drop_modality=textual:0.5", "train.epochs=1", "train.threads=1", "train.health_epochs=0"]
+    cfg = load_config(None, [*sets, "train.progress=false"], model_name="vbpr")
+    result = train(cfg, data=tiny, out=tmp_path / "run")
+    assert result.metrics["missing_content"]["missing_items"] == {"visual": 0, "textual": 100}
+    assert tiny.feature_masks == {}  # the caller's dataset is not changed
+    _, data, _ = load_run(tmp_path / "run", data=tiny)  # replayed: the same items lack textual
+    assert np.array_equal(data.present("textual"), result.data.present("textual"))
+
+
 def test_cli_compare_with_drop(tiny_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     argv = ["-q", "compare", "--models", "mf,vbpr", "--seeds", "1", "--jobs", "1", "--data", str(tiny_folder)]

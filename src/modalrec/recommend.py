@@ -17,7 +17,7 @@ import torch
 from modalrec.checkpoint import load_checkpoint, load_state
 from modalrec.config import config_from_dict
 from modalrec.data.dataset import Dataset
-from modalrec.data.source import dataset_from_config
+from modalrec.data.source import dataset_from_config, prepared
 from modalrec.errors import ModalrecError
 from modalrec.models import build_model
 from modalrec.models.base import Embeddings, Model
@@ -39,7 +39,8 @@ def load_run(
 ) -> tuple[Model, Dataset, dict[str, Any]]:
     """Rebuild a run's model (best weights) and dataset. Checks that ids match the checkpoint.
 
-    The dataset is ``data`` when given, else loaded from ``data_path``, else from the path the run recorded.
+    The dataset is ``data`` when given, else loaded from ``data_path``, else from the path the run recorded; the
+    run's ``data.drop_modality`` and ``data.missing_fill`` are applied to it as in training.
     """
     run = Path(run_dir)
     ckpt = check_run_checkpoint(load_checkpoint(run / "checkpoint.pt"), run / "checkpoint.pt")
@@ -51,6 +52,8 @@ def load_run(
         if cfg.data.path == "synthetic":
             _check_synthetic_size(cfg, ckpt, run)
         data = dataset_from_config(cfg.data, cfg.seed)
+    else:
+        data = prepared(data, cfg.data, cfg.seed)  # the run's drop and fill, as in training
     if data.n_users != ckpt["n_users"] or data.n_items != ckpt["n_items"]:
         raise ModalrecError(
             f"{run}: the checkpoint was trained on {ckpt['n_users']} users x {ckpt['n_items']} items but the data "

@@ -51,6 +51,17 @@ def dataset_from_config(data_cfg: Any, seed: int) -> Dataset:
     return prepare_missing(data, data_cfg.drop_modality, data_cfg.missing_fill, seed)
 
 
+def prepared(data: Dataset, data_cfg: Any, seed: int) -> Dataset:
+    """``data`` with the run's ``data.drop_modality`` and ``data.missing_fill`` applied, unless already done.
+
+    For datasets handed to a trainer or a run loader directly (the Python API): those from
+    :func:`dataset_from_config` carry a ``missing_summary`` and are returned as they are.
+    """
+    if data.missing_summary:
+        return data
+    return prepare_missing(data, data_cfg.drop_modality, data_cfg.missing_fill, seed)
+
+
 def warn_cold_users(data: Dataset) -> int:
     """Log a warning when users with validation or test items have no training rows; returns their number.
 
