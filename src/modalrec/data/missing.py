@@ -85,7 +85,8 @@ def drop_modality(data: Dataset, spec: str | dict[str, float], seed: int) -> Dat
         removed from the dataset altogether, with a logged notice, since a modality no item has is otherwise
         an error: the run measures the model without that content.
     """
-    fractions = parse_drop_spec(spec) if isinstance(spec, str) else dict(spec)
+    text = spec if isinstance(spec, str) else ",".join(f"{name}:{frac}" for name, frac in spec.items())
+    fractions = parse_drop_spec(text)  # the same checks for both forms
     unknown = [m for m in fractions if m not in data.features]
     if unknown:
         raise ConfigError(
