@@ -434,3 +434,25 @@ def test_service_accepts_partial_items(tiny: Dataset) -> None:
     assert torch.allclose(rec.emb.items[-2], want[0], atol=1e-5)
     r = client.post("/items", json={"items": [{"id": "nothing", "features": {"visual": None}}]})
     assert r.status_code == 422 and "none of the modalities" in r.json()["detail"]
+
+
+def test_dropping_every_modality_of_a_content_model_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = ["--set", "data.synthetic={n_users: 60, n_items: 40, n_interactions: 600}"]
+    argv = [
+        "-q",
+        "train",
+        "--model",
+        "vbpr",
+        "--data",
+        "synthetic",
+        *small,
+        *FAST,
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main([*argv, "--set", "data.modalities=[visual]", "--set", "data.drop_modality=visual:1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "data.drop_modality=visual:1 removes every modality" in err[-1]
+    assert not (tmp_path / "r").exists()

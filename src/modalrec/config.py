@@ -281,6 +281,8 @@ def check_against_data(cfg: RunConfig, n_items: int, modalities: list[str]) -> N
     if needs == "any" and not modalities:
         id_only = [name for name, cls in MODELS.items() if cls.modalities in ((), "optional")]
         why = "data.modalities is empty" if cfg.data.modalities == [] else "the dataset has no feature files"
+        if any(frac >= 1.0 for frac in parse_drop_spec(cfg.data.drop_modality).values()):
+            why = f"data.drop_modality={cfg.data.drop_modality} removes every modality it has"
         raise ConfigError(
             f"model '{cfg.model_name}' needs at least one item modality but {why}; add <modality>.npy features "
             f"or pick a model that needs none: {', '.join(id_only)}"
