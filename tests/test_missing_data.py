@@ -3,10 +3,12 @@ config keys end to end through the CLI, and partial items in the service."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -371,6 +373,16 @@ class _MaskAwareLATTICE(LATTICE):
         return super().item_embeddings_from_features(features)
 
 
+def _embed(
+    rec: Recommender, features: dict[str, np.ndarray], present: dict[str, list[bool]]
+) -> tuple[torch.Tensor, bool]:
+    """The model's embedding of one item given in full (masks passed where the model takes them)."""
+    embed: Any = rec.model.item_embeddings_from_features
+    if "present" in inspect.signature(embed).parameters:
+        return embed(features, present={k: np.array(v) for k, v in present.items()}), True
+    return embed(features), False
+
+
 def test_partial_item_gets_the_catalogue_mean(tiny: Dataset) -> None:
     cfg = load_config(None, [], model_name="lattice")
     torch.manual_seed(0)
@@ -379,9 +391,9 @@ def test_partial_item_gets_the_catalogue_mean(tiny: Dataset) -> None:
     how = rec.add_items(
         ["p"], {"visual": np.zeros((1, 16), np.float32), "textual": text}, {"visual": np.array([False])}
     )
-    assert how == "catalogue mean"
     mean_row = tiny.features["visual"].mean(axis=0, keepdims=True)
-    want = rec.model.item_embeddings_from_features({"visual": mean_row, "textual": text})
+    want, masked = _embed(rec, {"visual": mean_row, "textual": text}, {"visual": [False], "textual": [True]})
+    assert how == ("catalogue mean, masked" if masked else "catalogue mean")
     assert torch.allclose(rec.emb.items[-1], want[0], atol=1e-5)
     with pytest.raises(Exception, match="no content in any modality"):
         rec.add_items(
@@ -426,11 +438,10 @@ def test_service_accepts_partial_items(tiny: Dataset) -> None:
     r = client.post("/items", json=body)
     assert r.status_code == 201, r.text
     assert r.json()["missing"] == {"no-image": ["visual"], "no-text": ["textual"]}
-    assert r.json()["missing_fill"] == "catalogue mean"
     mean_vis = tiny.features["visual"].mean(axis=0, keepdims=True)
-    want = rec.model.item_embeddings_from_features(
-        {"visual": mean_vis, "textual": np.array([txt], np.float32)}
-    )
+    feats = {"visual": mean_vis, "textual": np.array([txt], np.float32)}
+    want, masked = _embed(rec, feats, {"visual": [False], "textual": [True]})
+    assert r.json()["missing_fill"] == ("catalogue mean, masked" if masked else "catalogue mean")
     assert torch.allclose(rec.emb.items[-2], want[0], atol=1e-5)
     r = client.post("/items", json={"items": [{"id": "nothing", "features": {"visual": None}}]})
     assert r.status_code == 422 and "none of the modalities" in r.json()["detail"]
