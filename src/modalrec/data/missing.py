@@ -137,7 +137,7 @@ def fill_missing(data: Dataset, how: str = "neighbours") -> Dataset:
         raise ConfigError(f"data.missing_fill must be one of {'|'.join(FILLS)}, not {how!r}")
     if not data.feature_masks:
         return data
-    warn_cold_content(data)
+    warn_cold_content(data, zeros=how == "zeros")
     features = dict(data.features)
     if how == "zeros":
         for name in data.feature_masks:
@@ -202,17 +202,22 @@ def neighbour_means(
     return out
 
 
-def warn_cold_content(data: Dataset) -> int:
-    """Log one warning when items lack every modality; returns their number."""
+def warn_cold_content(data: Dataset, zeros: bool = False) -> int:
+    """Log one warning when items lack every modality; returns their number.
+
+    ``zeros``: the rows are about to be zero-filled with the masks cleared, so models will read zeros as content.
+    """
     cold = data.items_without_content()
     n = int(cold.sum())
     if n:
         log.warning(
-            "%s: %d item(s) have no content in any modality (e.g. item %r); models fall back to their ID "
-            "embeddings for them",
+            "%s: %d item(s) have no content in any modality (e.g. item %r); %s",
             data.name,
             n,
             str(data.item_ids[int(np.flatnonzero(cold)[0])]),
+            "with data.missing_fill=zeros models read all-zero content for them"
+            if zeros
+            else "models fall back to their ID embeddings for them",
         )
     return n
 
