@@ -467,3 +467,15 @@ def test_dropping_every_modality_of_a_content_model_is_refused(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "data.drop_modality=visual:1 removes every modality" in err[-1]
     assert not (tmp_path / "r").exists()
+
+
+def test_a_dataset_never_changes_the_dicts_it_was_built_from(tiny: Dataset) -> None:
+    import dataclasses
+
+    data = _small()
+    before_masks, before_feats = dict(data.feature_masks), dict(data.features)
+    one = dataclasses.replace(data, features={"textual": data.features["textual"]}, feature_masks={})
+    again = dataclasses.replace(data)  # shares nothing mutable with ``data``
+    assert data.feature_masks.keys() == before_masks.keys() and data.features.keys() == before_feats.keys()
+    assert one.modalities == ["textual"] and again.feature_masks.keys() == {"visual"}
+    assert again.feature_masks is not data.feature_masks

@@ -68,7 +68,11 @@ class Dataset:
             if mat.shape != shape:
                 raise DataError(f"{split} matrix has shape {mat.shape}, expected {shape}")
             setattr(self, split, sp.csr_matrix(mat, dtype=np.float32))
-        for name, feats in self.features.items():
+        # Own copies of the two dicts: the caller's (e.g. another dataset's, via dataclasses.replace) stay as given.
+        self.features = dict(self.features)
+        self.feature_masks = dict(self.feature_masks)
+        self.missing_summary = dict(self.missing_summary)
+        for name, feats in list(self.features.items()):
             if feats.ndim != 2 or feats.shape[0] != shape[1]:
                 raise DataError(
                     f"modality '{name}' has shape {feats.shape}, expected ({shape[1]}, d): one row per item"
