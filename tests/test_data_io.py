@@ -68,7 +68,7 @@ def test_duplicates_are_dropped_with_warning(tmp_path: Path, caplog: pytest.LogC
             lambda f: np.save(f / "visual.npy", np.zeros((3, 2), np.float32)),
             "has 3 rows but the dataset has 8",
         ),
-        (lambda f: np.save(f / "visual.npy", np.full((8, 2), np.nan, np.float32)), "row 0 (item index 0)"),
+        (lambda f: np.save(f / "visual.npy", np.full((8, 2), np.nan, np.float32)), "missing for every item"),
         (lambda f: _write(f / "items.csv", "item\ni0\ni0\n"), "listed twice"),
     ],
 )

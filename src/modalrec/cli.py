@@ -316,6 +316,8 @@ def cmd_data(args: argparse.Namespace) -> int:
                 f"ok: {args.path} is a valid dataset ({stats['users']} users, {stats['items']} items, "
                 f"{stats['interactions']} interactions, modalities {list(data.features) or 'none'})"
             )
+            for line in _missing_lines(data):
+                print(line)
         elif args.json:
             print(json.dumps(stats, indent=2))
         else:
@@ -331,6 +333,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     if action == "synth":
         return _data_synth(args)
     raise AssertionError(action)
+
+
+def _missing_lines(data: Any) -> list[str]:
+    """One line per modality that some items lack, and one for items without any content."""
+    lines = []
+    for name, count in data.stats()["missing_items"].items():
+        if count:
+            lines.append(f"missing: {count} of {data.n_items} items lack '{name}'")
+    cold = int(data.items_without_content().sum())
+    if cold:
+        lines.append(
+            f"missing: {cold} of {data.n_items} items have no content at all (they rely on ID embeddings)"
+        )
+    return lines
 
 
 def _data_split(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from modalrec.config_ranges import check_run_config
+from modalrec.data.missing import FILLS, parse_drop_spec
 from modalrec.errors import ConfigError
 from modalrec.fields import coerce, set_fields, short_repr
 from modalrec.metrics import NDCG_VARIANTS
@@ -122,6 +123,8 @@ class DataConfig:
     ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/val/test shares
     modalities: list[str] | None = None  # restrict to these modalities (None = all)
     synthetic: dict[str, Any] = field(default_factory=dict)  # SyntheticConfig overrides for path=synthetic
+    drop_modality: str = ""  # hide modalities for a seeded share of items, e.g. "visual:0.3,textual:0.5"
+    missing_fill: str = "neighbours"  # content for missing items: "neighbours", "mean" or "zeros"
 
 
 @dataclass
@@ -257,6 +260,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"device must be auto, cpu or cuda, not {cfg.device!r}")
     if cfg.data.split not in ("ratio", "loo", "temporal", "cold-start"):
         raise ConfigError(f"data.split must be ratio|loo|temporal|cold-start, not {cfg.data.split!r}")
+    parse_drop_spec(cfg.data.drop_modality)  # "modality:fraction" entries, fractions in [0, 1]
+    if cfg.data.missing_fill not in FILLS:
+        raise ConfigError(
+            f"data.missing_fill must be one of {'|'.join(FILLS)}, not {cfg.data.missing_fill!r}"
+        )
     cfg.eval.validate()
 
 
@@ -273,6 +281,8 @@ def check_against_data(cfg: RunConfig, n_items: int, modalities: list[str]) -> N
     if needs == "any" and not modalities:
         id_only = [name for name, cls in MODELS.items() if cls.modalities in ((), "optional")]
         why = "data.modalities is empty" if cfg.data.modalities == [] else "the dataset has no feature files"
+        if any(frac >= 1.0 for frac in parse_drop_spec(cfg.data.drop_modality).values()):
+            why = f"data.drop_modality={cfg.data.drop_modality} removes every modality it has"
         raise ConfigError(
             f"model '{cfg.model_name}' needs at least one item modality but {why}; add <modality>.npy features "
             f"or pick a model that needs none: {', '.join(id_only)}"

@@ -6,6 +6,7 @@ its best weights are loaded safely, and the final embeddings are computed once.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 from modalrec.checkpoint import load_checkpoint, load_state
 from modalrec.config import config_from_dict
 from modalrec.data.dataset import Dataset
-from modalrec.data.source import dataset_from_config
+from modalrec.data.source import dataset_from_config, prepared
 from modalrec.errors import ModalrecError
 from modalrec.models import build_model
 from modalrec.models.base import Embeddings, Model
@@ -38,7 +39,8 @@ def load_run(
 ) -> tuple[Model, Dataset, dict[str, Any]]:
     """Rebuild a run's model (best weights) and dataset. Checks that ids match the checkpoint.
 
-    The dataset is ``data`` when given, else loaded from ``data_path``, else from the path the run recorded.
+    The dataset is ``data`` when given, else loaded from ``data_path``, else from the path the run recorded; the
+    run's ``data.drop_modality`` and ``data.missing_fill`` are applied to it as in training.
     """
     run = Path(run_dir)
     ckpt = check_run_checkpoint(load_checkpoint(run / "checkpoint.pt"), run / "checkpoint.pt")
@@ -50,6 +52,8 @@ def load_run(
         if cfg.data.path == "synthetic":
             _check_synthetic_size(cfg, ckpt, run)
         data = dataset_from_config(cfg.data, cfg.seed)
+    else:
+        data = prepared(data, cfg.data, cfg.seed)  # the run's drop and fill, as in training
     if data.n_users != ckpt["n_users"] or data.n_items != ckpt["n_items"]:
         raise ModalrecError(
             f"{run}: the checkpoint was trained on {ckpt['n_users']} users x {ckpt['n_items']} items but the data "
@@ -152,12 +156,27 @@ class Recommender:
         return len(self.item_ids)
 
     @torch.no_grad()
-    def add_items(self, raw_ids: Sequence[object], features: dict[str, np.ndarray]) -> None:
+    def add_items(
+        self,
+        raw_ids: Sequence[object],
+        features: dict[str, np.ndarray],
+        present: dict[str, np.ndarray] | None = None,
+    ) -> str:
         """Make new items recommendable at once from their content features ({modality: [n_new, d_m]}).
 
         Uses the model's ``item_embeddings_from_features`` (NotImplementedError for models that cannot embed
         content). Per-item score extras (e.g. VBPR's item bias) are 0 for the new items. Raises ModalrecError
         for an id that already exists or a row count that does not match ``raw_ids``.
+
+        Items may lack modalities: ``present`` maps a modality to bool [n_new] (True = the item has it; a
+        modality not named is present for all). A missing row is never a silent zero: it takes the mean of the
+        catalogue items that have the modality (what a run's "neighbours" or "mean" fill gives an item without
+        interactions), and the masks are passed on to models whose ``item_embeddings_from_features`` accepts
+        ``present``, so they can treat the row as missing.
+
+        Returns:
+            how missing content was handled: "none" (nothing missing), "catalogue mean" or
+            "catalogue mean, masked" (the model was also given the masks).
         """
         ids = [str(r) for r in raw_ids]
         if not ids:
@@ -170,7 +189,16 @@ class Recommender:
         for name, x in features.items():
             if np.asarray(x).ndim != 2 or len(x) != len(ids):
                 raise ModalrecError(f"feature '{name}' must have shape [{len(ids)}, d], got {np.shape(x)}")
-        new = self.model.item_embeddings_from_features(features).detach().to(self.emb.items)
+        features, present = self._fill_missing_rows(features, present or {})
+        if present:
+            empty = np.flatnonzero(~np.stack(list(present.values())).any(axis=0))
+            if len(empty):
+                raise ModalrecError(
+                    f"item {ids[empty[0]]!r} has no content in any modality; a new item needs some"
+                )
+        embed: Any = self.model.item_embeddings_from_features  # ``present`` only where the model takes it
+        masked = bool(present) and "present" in inspect.signature(embed).parameters
+        new = (embed(features, present=present) if masked else embed(features)).detach().to(self.emb.items)
         if new.shape != (len(ids), self.emb.items.shape[1]):
             raise ModalrecError(f"the model returned item embeddings of shape {tuple(new.shape)}")
         n_old = self.emb.items.shape[0]
@@ -183,6 +211,32 @@ class Recommender:
             self._added[r] = n_old + j
         self.item_ids.extend(ids)
         self._item_unit = None
+        if not present:
+            return "none"
+        return "catalogue mean, masked" if masked else "catalogue mean"
+
+    def _fill_missing_rows(
+        self, features: dict[str, np.ndarray], present: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Features with each missing row replaced by the catalogue mean, and the masks of modalities with a
+        missing row (an empty dict when no new item lacks anything)."""
+        filled, masks = dict(features), {}
+        for name, mask in present.items():
+            mask = np.asarray(mask, dtype=bool)
+            if name not in features or mask.shape != (len(features[name]),):
+                raise ModalrecError(f"presence mask of '{name}' does not match its feature rows")
+            if mask.all():
+                continue
+            if name not in self.data.features:
+                raise ModalrecError(f"unknown modality '{name}'; this model uses {self.data.modalities}")
+            catalogue = self.data.features[name][self.data.present(name)]
+            rows = np.array(features[name], dtype=np.float32)
+            rows[~mask] = catalogue.mean(axis=0)
+            filled[name], masks[name] = rows, mask
+        if masks:  # models that take masks get one for every modality
+            n = len(next(iter(features.values())))
+            masks = {name: masks.get(name, np.ones(n, dtype=bool)) for name in features}
+        return filled, masks
 
     def _known_item(self, raw: str) -> bool:
         try:

@@ -43,7 +43,7 @@ from modalrec.checkpoint import load_checkpoint, load_state
 from modalrec.config import RunConfig, check_against_data, dump_config
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import BPRSampler
-from modalrec.data.source import dataset_from_config
+from modalrec.data.source import dataset_from_config, prepared
 from modalrec.distributed import DistributedSync, world_of_this_process
 from modalrec.errors import ConfigError, ModalrecError
 from modalrec.evaluate import evaluate, group_breakdown
@@ -118,7 +118,11 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if self.world > 1 and self.device.type == "cuda":  # pragma: no cover - no GPU here
             self.device = torch.device("cuda", local_rank)  # one device per rank
-        self.data = data if data is not None else dataset_from_config(cfg.data, cfg.seed)
+        self.data = (
+            prepared(data, cfg.data, cfg.seed)
+            if data is not None
+            else dataset_from_config(cfg.data, cfg.seed)
+        )
         check_against_data(cfg, self.data.n_items, self.data.modalities)  # before the model is built
         self.model = build_model(cfg, self.data, self.device)
         self.extra_callbacks = list(callbacks)
@@ -397,6 +401,8 @@ class Trainer:
             "test": {k: v for k, v in test.items() if k not in ("per_user", "user_index")},
             "test_groups": group_breakdown(test, self.data, cfg.eval.group_bins),
             "model_config": dict(cfg.model),
+            # drop/fill settings and the items lacking each modality (before filling); see data.missing
+            "missing_content": self.data.missing_summary,
         }
         if self.primary:
             shown = " ".join(

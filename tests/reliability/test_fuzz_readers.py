@@ -346,7 +346,7 @@ def test_canonical_split_folder(
             for name, pairs in (("train", train), ("val", val), ("test", test)):
                 assert pairs_of(data, name) == set(pairs)
             if feature is not None:
-                assert np.allclose(data.features["image"], np.load(io.BytesIO(feature)).reshape(8, -1))
+                assert np.allclose(data.features["image"], stored_rows(feature, data, "image"))
 
         check_folder("canonical", root, expect)
 
@@ -550,10 +550,75 @@ def test_feature_files(feature: bytes, name: str) -> None:
         (root / f"{name}.npy").write_bytes(feature)
 
         def expect(data: Dataset) -> None:
-            want = np.load(io.BytesIO(feature), allow_pickle=False)
-            assert np.array_equal(data.features[name], want.reshape(8, -1).astype(np.float32))
+            assert np.array_equal(data.features[name], stored_rows(feature, data, name))
 
         check_folder("npy", root, expect)
+
+
+def stored_rows(raw: bytes, data: Dataset, name: str) -> np.ndarray:
+    """The rows a loaded dataset must hold for the .npy bytes ``raw``: the file's rows as float32, a row of NaN
+    (an item without this content) masked off and stored as zeros."""
+    want = np.load(io.BytesIO(raw), allow_pickle=False).reshape(data.n_items, -1).astype(np.float32)
+    missing = np.isnan(want).all(axis=1)
+    assert np.array_equal(data.present(name), ~missing)
+    want[missing] = 0.0
+    return want
+
+
+@st.composite
+def mask_bytes(draw: st.DrawFn, n_rows: int) -> bytes:
+    """A <modality>.mask.npy: good booleans, or all False, wrong shape/dtype, a pickle, junk or truncated bytes."""
+    kind = draw(
+        st.sampled_from(["good", "good", "all_false", "rows", "2d", "int", "float", "object", "junk", "cut"])
+    )
+    if kind == "junk":
+        return draw(st.binary(max_size=80))
+    arr: Any = np.array(draw(st.lists(st.booleans(), min_size=n_rows, max_size=n_rows)), dtype=bool)
+    if kind == "all_false":
+        arr[:] = False
+    elif kind == "rows":
+        arr = np.ones(n_rows + draw(st.sampled_from([-1, 1])), dtype=bool)
+    elif kind == "2d":
+        arr = arr.reshape(n_rows, 1)
+    elif kind in ("int", "float", "object"):
+        arr = arr.astype({"int": np.int8, "float": np.float32, "object": object}[kind])
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    raw = buf.getvalue()
+    return raw[: draw(st.integers(0, len(raw) - 1))] if kind == "cut" else raw
+
+
+@st.composite
+def rows_with_missing(draw: st.DrawFn, n_rows: int) -> bytes:
+    """Good float rows [n_rows, 3] of which some are NaN in full (items without the content)."""
+    arr = np.arange(n_rows * 3, dtype=np.float32).reshape(n_rows, 3)
+    arr[draw(st.lists(st.integers(0, n_rows - 1), max_size=n_rows))] = np.nan
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+@FUZZ
+@given(feature=rows_with_missing(8) | npy_bytes(8), mask=mask_bytes(8))
+def test_mask_files(feature: bytes, mask: bytes) -> None:
+    """A canonical folder with an adversarial image.npy and an adversarial image.mask.npy beside it."""
+    with folder() as root:
+        write_csv(root / "split" / "train.csv", ["user", "item"], [("a", "0"), ("a", "1"), ("b", "2")])
+        write_csv(root / "split" / "val.csv", ["user", "item"], [("a", "3")])
+        write_csv(root / "split" / "test.csv", ["user", "item"], [("b", "4")])
+        write_csv(root / "items.csv", ["item"], [(str(k),) for k in range(8)])
+        (root / "image.npy").write_bytes(feature)
+        (root / "image.mask.npy").write_bytes(mask)
+
+        def expect(data: Dataset) -> None:
+            given = np.load(io.BytesIO(mask), allow_pickle=False)
+            rows = np.load(io.BytesIO(feature), allow_pickle=False).reshape(8, -1).astype(np.float32)
+            present = given & ~np.isnan(rows).all(axis=1)
+            assert np.array_equal(data.present("image"), present)
+            rows[~present] = 0.0
+            assert np.array_equal(data.features["image"], rows)
+
+        check_folder("mask", root, expect)
 
 
 def test_pickle_payload_in_npy_is_refused() -> None:

@@ -141,7 +141,12 @@ def test_new_items_are_recommendable_at_once(tiny: Dataset) -> None:
         }
         r = client.post("/items", json=body)
         assert r.status_code == 201, r.text
-        assert r.json() == {"added": ["new0", "new1", "new2"], "n_items": tiny.n_items + 3}
+        assert r.json() == {
+            "added": ["new0", "new1", "new2"],
+            "n_items": tiny.n_items + 3,
+            "missing": {},
+            "missing_fill": "none",
+        }
         # every item is scored: with k = all items the new ones are in the list
         r = client.get("/recommend", params={"user": user, "k": 1000, "exclude_seen": False})
         assert {"new0", "new1", "new2"} <= {x["item"] for x in r.json()["items"]}
@@ -150,14 +155,14 @@ def test_new_items_are_recommendable_at_once(tiny: Dataset) -> None:
         emb = rec.emb.items[-2]
         score = next(x["score"] for x in r.json()["items"] if x["item"] == "new1")
         assert score == pytest.approx(float(rec.emb.users[0] @ emb), abs=1e-4)
-        # errors: duplicate id 409, wrong width or missing modality 422
+        # errors: duplicate id 409, wrong width or no modality at all 422
         assert client.post("/items", json=body).status_code == 409
         one = {n: v[0] for n, v in feats.items()}
         wrong = {**one, tiny.modalities[0]: [0.0, 1.0]}
         r = client.post("/items", json={"items": [{"id": "x", "features": wrong}]})
         assert r.status_code == 422 and "must have" in r.json()["detail"]
         r = client.post("/items", json={"items": [{"id": "y", "features": {}}]})
-        assert r.status_code == 422 and "lacks" in r.json()["detail"]
+        assert r.status_code == 422 and "none of the modalities" in r.json()["detail"]
 
 
 def test_faiss_search_agrees_with_exact(tiny: Dataset) -> None:

@@ -7,6 +7,7 @@ with value 1.0; content features are dense float32 arrays aligned to the item in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,9 +41,13 @@ class Dataset:
         train, val, test: binary CSR matrices [n_users, n_items].
         features: modality name -> float32 array [n_items, d_m], row i belongs to item index i. A row
             of NaN marks an item that lacks this modality; it is recorded in ``feature_masks`` and the
-            row is stored as zeros until a filler (``modalrec.data.missing``) replaces it.
+            row is stored as zeros until a filler (``modalrec.data.missing``) replaces it. The row of an
+            item masked off by ``feature_masks`` but given finite values is kept as given: that is how a
+            filler hands over imputed content that models can still tell from real content.
         feature_masks: modality name -> bool array [n_items], True where the item has this content.
             A modality without an entry is present for every item.
+        missing_summary: how missing content was prepared for a run (drop setting, fill strategy, missing
+            items per modality before filling); empty when nothing was dropped or filled.
         timestamps: optional (user, item) -> time is not kept; only used by temporal splitting upstream.
     """
 
@@ -54,6 +59,7 @@ class Dataset:
     test: sp.csr_matrix
     features: dict[str, np.ndarray] = field(default_factory=dict)
     feature_masks: dict[str, np.ndarray] = field(default_factory=dict)
+    missing_summary: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         shape = (len(self.user_ids), len(self.item_ids))
@@ -65,16 +71,21 @@ class Dataset:
             if mat.shape != shape:
                 raise DataError(f"{split} matrix has shape {mat.shape}, expected {shape}")
             setattr(self, split, sp.csr_matrix(mat, dtype=np.float32))
-        for name, feats in self.features.items():
+        # Own copies of the two dicts: the caller's (e.g. another dataset's, via dataclasses.replace) stay as given.
+        self.features = dict(self.features)
+        self.feature_masks = dict(self.feature_masks)
+        self.missing_summary = dict(self.missing_summary)
+        for name, feats in list(self.features.items()):
             if feats.ndim != 2 or feats.shape[0] != shape[1]:
                 raise DataError(
                     f"modality '{name}' has shape {feats.shape}, expected ({shape[1]}, d): one row per item"
                 )
             feats = np.ascontiguousarray(feats, dtype=np.float32)
             present = self._presence(name, feats, self.feature_masks.get(name))
-            if not present.all():
+            nan_rows = ~present & np.isnan(feats).any(axis=1)  # partial-NaN rows were refused above
+            if nan_rows.any():
                 feats = feats.copy()  # never write into the caller's array
-                feats[~present] = 0.0
+                feats[nan_rows] = 0.0
             self.features[name] = feats
             self.feature_masks[name] = present
         unknown = sorted(set(self.feature_masks) - set(self.features))
@@ -164,7 +175,11 @@ class Dataset:
         )
 
     def stats(self) -> dict[str, object]:
-        """Counts and density of every split plus feature shapes (for `modalrec data stats`)."""
+        """Counts and density of every split, feature shapes and missing content (for `modalrec data stats`).
+
+        ``missing_items`` counts, per modality, the items that lack it; ``items_without_content`` the items
+        that lack every modality.
+        """
         n_train, n_val, n_test = self.train.nnz, self.val.nnz, self.test.nnz
         total = n_train + n_val + n_test
         return {
@@ -178,4 +193,14 @@ class Dataset:
             "density": total / max(1, self.n_users * self.n_items),
             "modalities": {k: list(v.shape) for k, v in self.features.items()},
             "missing_items": {k: int((~self.present(k)).sum()) for k in self.features},
+            "items_without_content": int(self.items_without_content().sum()),
         }
+
+    def items_without_content(self) -> np.ndarray:
+        """Bool [n_items]: True for items that lack every modality (none when the dataset has no modality)."""
+        lacks = np.zeros(self.n_items, dtype=bool)
+        if self.features:
+            lacks[:] = True
+            for name in self.features:
+                lacks &= ~self.present(name)
+        return lacks

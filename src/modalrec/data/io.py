@@ -7,6 +7,10 @@ Formats (auto-detected from the folder's contents):
     plus ``<modality>_feat.npy`` (e.g. image_feat.npy, text_feat.npy) aligned to item indices.
   * ``mmrec``: the MMRec folder: ``<name>.inter`` TSV with userID, itemID and x_label (0 train, 1 val, 2 test),
     plus ``*_feat.npy`` aligned to item indices.
+
+Missing content (every format): an item that lacks a modality is a row of NaN in that modality's feature file,
+or False in an optional ``<modality>.mask.npy`` (booleans [n_items], True = the item has the modality). A row
+NaN or infinite only in part, a mask of the wrong shape or dtype, and a modality no item has are errors.
 """
 
 from __future__ import annotations
@@ -201,12 +205,8 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of a .npy file from its header alone (no data read, nothing unpickled).
-
-    Rejects object dtypes (pickles), non-numeric or complex dtypes and files shorter than their header claims,
-    so a lying or malicious file fails here before any large allocation.
-    """
+def _raw_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset of a .npy file, from its header alone (nothing unpickled)."""
     try:
         with path.open("rb") as fh:
             version = np.lib.format.read_magic(fh)
@@ -221,14 +221,28 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
         raise DataError(f"cannot read file: {exc.strerror}", path) from None
     except (ValueError, EOFError, SyntaxError, TypeError) as exc:
         raise DataError(f"not a readable .npy array ({_one_line(exc)})", path) from None
+    return tuple(int(v) for v in shape), dtype, offset
+
+
+def _check_length(path: Path, shape: tuple[int, ...], dtype: np.dtype, offset: int) -> None:
+    n_bytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if path.stat().st_size < offset + n_bytes:
+        raise DataError(f"file is truncated: header says shape {shape} but the data is shorter", path)
+
+
+def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a .npy file from its header alone (no data read, nothing unpickled).
+
+    Rejects object dtypes (pickles), non-numeric or complex dtypes and files shorter than their header claims,
+    so a lying or malicious file fails here before any large allocation.
+    """
+    shape, dtype, offset = _raw_npy_header(path)
     if dtype.hasobject:
         raise DataError("holds Python objects (a pickle); only numeric arrays are accepted", path)
     if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
         raise DataError(f"feature array has non-numeric dtype {dtype}", path)
-    n_bytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-    if path.stat().st_size < offset + n_bytes:
-        raise DataError(f"file is truncated: header says shape {shape} but the data is shorter", path)
-    return tuple(int(v) for v in shape), dtype
+    _check_length(path, shape, dtype, offset)
+    return shape, dtype
 
 
 def feature_rows(path: Path) -> int:
@@ -239,8 +253,13 @@ def feature_rows(path: Path) -> int:
     return shape[0]
 
 
-def load_feature_file(path: Path, n_items: int) -> np.ndarray:
-    """Load a [n_items, d] float matrix from .npy; checks shape, dtype and finiteness (naming the bad row)."""
+def load_feature_file(path: Path, n_items: int, modality: str | None = None) -> np.ndarray:
+    """Load a [n_items, d] float matrix from .npy; checks shape, dtype and finiteness (naming the bad row).
+
+    A row that is NaN in full marks an item that lacks this modality and is returned as is (NaN); a row that
+    is NaN or infinite only in part is an error naming the file, the row and the modality, and so is a file
+    whose every row is NaN (a modality no item has).
+    """
     shape, _ = read_npy_header(path)
     if len(shape) == 1:
         shape = (shape[0], 1)
@@ -257,11 +276,43 @@ def load_feature_file(path: Path, n_items: int) -> np.ndarray:
     arr = arr.reshape(shape)
     with np.errstate(over="ignore", invalid="ignore"):
         arr = arr.astype(np.float32)
-    bad = ~np.isfinite(arr).all(axis=1)
+    name = f"modality '{modality}' " if modality else ""
+    missing = np.isnan(arr).all(axis=1)
+    bad = ~np.isfinite(arr).all(axis=1) & ~missing
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"row {row} (item index {row}) contains NaN or infinite values", path)
+        raise DataError(
+            f"{name}row {row} (item index {row}) contains NaN or infinite values in part of the row "
+            "(an item without this content must be a row of NaN in full)",
+            path,
+        )
+    if missing.all():
+        raise DataError(
+            f"{name or 'the modality '}is missing for every item (every row is NaN); remove the file to drop "
+            "the modality",
+            path,
+        )
     return arr
+
+
+MASK_SUFFIX = ".mask.npy"
+
+
+def load_mask_file(path: Path, n_items: int, modality: str) -> np.ndarray:
+    """Load ``<modality>.mask.npy``: booleans of shape [n_items], True where the item has the modality."""
+    shape, dtype, offset = _raw_npy_header(path)
+    if dtype != np.bool_ or shape != (n_items,):
+        raise DataError(
+            f"mask of modality '{modality}' must be booleans of shape ({n_items},) (True = the item has it), "
+            f"got {dtype} {shape}",
+            path,
+        )
+    _check_length(path, shape, dtype, offset)
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"not a readable .npy array ({_one_line(exc)})", path) from None
+    return np.asarray(mask, dtype=bool)
 
 
 # ---- index building -------------------------------------------------------------------------------------------
@@ -314,17 +365,44 @@ def _dedupe(
 
 def _load_features(
     folder: Path, n_items: int, suffix: str = ".npy", strip: str = ""
-) -> dict[str, np.ndarray]:
-    feats = {}
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Feature matrices {modality: [n_items, d]} and presence masks {modality: bool [n_items]} of a folder.
+
+    An item lacks a modality when its row is NaN in full or when ``<modality>.mask.npy`` says False; only
+    modalities with a missing item get a mask. Every error names the file, and the row where there is one.
+    """
+    feats: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
     for path in sorted(folder.glob(f"*{suffix}")):
+        if path.name.endswith(MASK_SUFFIX):
+            continue  # a presence mask, read with its modality below
         name = path.name[: -len(suffix)]
         if strip and name.endswith(strip):
             name = name[: -len(strip)]
         if not name or name.startswith("."):
             log.warning("%s: ignored (a hidden file, not a modality)", path)
             continue
-        feats[name] = load_feature_file(path, n_items)
-    return feats
+        arr = load_feature_file(path, n_items, name)
+        present = ~np.isnan(arr).all(axis=1)
+        mask_path = folder / f"{name}{MASK_SUFFIX}"
+        if mask_path.exists():
+            present &= load_mask_file(mask_path, n_items, name)
+            if n_items and not present.any():
+                raise DataError(
+                    f"modality '{name}' is missing for every item (its NaN rows and its mask together cover "
+                    "all items)",
+                    mask_path,
+                )
+        if not present.all():
+            arr[~present] = 0.0  # masked-off rows hold no content, whatever the file had there
+            masks[name] = present
+        feats[name] = arr
+    for path in sorted(folder.glob(f"*{MASK_SUFFIX}")):
+        if path.name[: -len(MASK_SUFFIX)] not in feats:
+            raise DataError(
+                f"a presence mask without its feature file (modalities here: {sorted(feats) or 'none'})", path
+            )
+    return feats, masks
 
 
 def _check_splits(
@@ -441,8 +519,8 @@ def _load_canonical(folder: Path, split: SplitOptions) -> Dataset:
         train, val, test = split_interactions(u, i, n_u, n_i, split.method, split.ratios, split.seed, t)
     sources = {"validation": split_dir / "val.csv", "test": split_dir / "test.csv"} if has_split else None
     _check_splits(folder.name, folder, train, val, test, (user_ids, item_ids), sources)
-    features = _load_features(folder, n_i)
-    return Dataset(folder.name, np.array(user_ids), np.array(item_ids), train, val, test, features)
+    features, masks = _load_features(folder, n_i)
+    return Dataset(folder.name, np.array(user_ids), np.array(item_ids), train, val, test, features, masks)
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -521,9 +599,9 @@ def _load_mmssl(folder: Path) -> Dataset:
     ids = (user_ids, [str(i) for i in range(n_items)])
     sources = {"validation": folder / "val.json", "test": folder / "test.json"}
     _check_splits(folder.name, folder, mats[0], mats[1], mats[2], ids, sources)
-    features = _load_features(folder, n_items, "_feat.npy")
+    features, masks = _load_features(folder, n_items, "_feat.npy")
     item_ids = np.array([str(i) for i in range(n_items)])
-    return Dataset(folder.name, np.array(user_ids), item_ids, mats[0], mats[1], mats[2], features)
+    return Dataset(folder.name, np.array(user_ids), item_ids, mats[0], mats[1], mats[2], features, masks)
 
 
 _PLAIN_INT = re.compile(r"[+-]?[0-9]+")
@@ -620,9 +698,9 @@ def _load_mmrec(folder: Path) -> Dataset:
         mats.append(pairs_to_csr(u, i, len(user_ids), n_items))
     ids = (user_ids, [str(i) for i in range(n_items)])
     _check_splits(folder.name, folder, mats[0], mats[1], mats[2], ids, {"validation": path, "test": path})
-    features = _load_features(folder, n_items, "_feat.npy")
+    features, masks = _load_features(folder, n_items, "_feat.npy")
     item_ids = np.array([str(i) for i in range(n_items)])
-    return Dataset(folder.name, np.array(user_ids), item_ids, mats[0], mats[1], mats[2], features)
+    return Dataset(folder.name, np.array(user_ids), item_ids, mats[0], mats[1], mats[2], features, masks)
 
 
 # ---- writer ---------------------------------------------------------------------------------------------------
@@ -640,7 +718,11 @@ def _write_pairs(path: Path, data: Dataset, mats: list[sp.csr_matrix]) -> None:
 
 
 def save_dataset(data: Dataset, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Write ``data`` in the canonical format, atomically: a temporary folder renamed into place."""
+    """Write ``data`` in the canonical format, atomically: a temporary folder renamed into place.
+
+    Items that lack a modality (``data.present``) are written as rows of NaN, so the folder reads back with the
+    same masks; content a filler put in their place is not written.
+    """
     target = Path(out)
     check_output_path(target, folder=True)
     if target.exists() and any(target.iterdir()) and not overwrite:
@@ -655,5 +737,7 @@ def save_dataset(data: Dataset, out: str | os.PathLike[str], overwrite: bool = F
             writer.writerow(["item"])
             writer.writerows([i] for i in data.item_ids)
         for name, feats in data.features.items():
-            np.save(tmp / f"{name}.npy", feats.astype(np.float32), allow_pickle=False)
+            out_feats = feats.astype(np.float32)  # a copy: the dataset's own array is never written into
+            out_feats[~data.present(name)] = np.nan  # an item without this content is a row of NaN on disk
+            np.save(tmp / f"{name}.npy", out_feats, allow_pickle=False)
     return target

@@ -9,6 +9,7 @@ import numpy as np
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.io import SplitOptions, load_dataset
+from modalrec.data.missing import prepare_missing
 from modalrec.data.synthetic import SyntheticConfig, make_synthetic
 from modalrec.errors import ConfigError
 from modalrec.fields import set_fields
@@ -24,7 +25,11 @@ def synthetic_from_overrides(overrides: dict[str, Any], seed: int) -> Dataset:
 
 
 def dataset_from_config(data_cfg: Any, seed: int) -> Dataset:
-    """Load or generate the dataset described by a ``DataConfig``; the run seed drives splits and generation."""
+    """Load or generate the dataset described by a ``DataConfig``; the run seed drives splits and generation.
+
+    Then ``data.drop_modality`` and ``data.missing_fill`` are applied (:func:`modalrec.data.missing.prepare_missing`),
+    so every command that trains or evaluates from a config sees the same prepared data.
+    """
     if data_cfg.path == "synthetic":
         data = synthetic_from_overrides(dict(data_cfg.synthetic), seed)
     else:
@@ -41,7 +46,20 @@ def dataset_from_config(data_cfg: Any, seed: int) -> Dataset:
             raise ConfigError("the cold-start split is not available in this build") from exc
         data = cold_start_split(data, seed=seed)
     warn_cold_users(data)
-    return data.select_modalities(data_cfg.modalities)
+    data = data.select_modalities(data_cfg.modalities)
+    # Missing content last, on the modalities the run uses; the run seed makes the drop the same for every model.
+    return prepare_missing(data, data_cfg.drop_modality, data_cfg.missing_fill, seed)
+
+
+def prepared(data: Dataset, data_cfg: Any, seed: int) -> Dataset:
+    """``data`` with the run's ``data.drop_modality`` and ``data.missing_fill`` applied, unless already done.
+
+    For datasets handed to a trainer or a run loader directly (the Python API): those from
+    :func:`dataset_from_config` carry a ``missing_summary`` and are returned as they are.
+    """
+    if data.missing_summary:
+        return data
+    return prepare_missing(data, data_cfg.drop_modality, data_cfg.missing_fill, seed)
 
 
 def warn_cold_users(data: Dataset) -> int:

@@ -8,7 +8,9 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 * ``GET /similar?item=I&k=K`` - items with the most similar final embeddings (cosine).
 * ``POST /items`` ``{"items": [{"id": "new-1", "features": {"visual": [...], ...}}]}`` - embed new items from
   their content; they are recommendable at once. Only for models implementing ``item_embeddings_from_features``
-  (501 otherwise).
+  (501 otherwise). An item may lack modalities (key absent or ``null``), not all of them: its missing vector
+  takes the mean of the catalogue items that have that modality, and models that accept presence masks are told
+  it is missing; the response names what each item lacked and how it was filled.
 
 Errors: unknown user/item -> 404, invalid parameters or malformed JSON -> 422, an item id that exists -> 409,
 a model that cannot embed content -> 501; each with ``{"detail": "<message>"}``. Requests never name files.
@@ -62,7 +64,9 @@ class SimilarResponse(BaseModel):
 
 class NewItem(BaseModel):
     id: str = Field(min_length=1, description="raw id of the new item (must not exist)")
-    features: dict[str, list[float]] = Field(description="one vector per modality the model uses")
+    features: dict[str, list[float] | None] = Field(
+        description="one vector per modality the model uses; a modality absent or null is missing for this item"
+    )
 
 
 class NewItemsRequest(BaseModel):
@@ -72,6 +76,15 @@ class NewItemsRequest(BaseModel):
 class NewItemsResponse(BaseModel):
     added: list[str]
     n_items: int
+    missing: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="item id -> the modalities it lacked (items lacking none are left out)",
+    )
+    missing_fill: str = Field(
+        "none",
+        description="how missing vectors were filled: 'none', 'catalogue mean', or 'catalogue mean, masked' when "
+        "the model was also told which vectors are missing",
+    )
 
 
 class Health(BaseModel):
@@ -192,27 +205,41 @@ def _add_read_routes(app: FastAPI, svc: _Service) -> None:
         return SimilarResponse(item=item, items=_scored(items))
 
 
-def _new_item_features(rec: Recommender, req: NewItemsRequest) -> dict[str, np.ndarray]:
-    """{modality: [n_new, d_m]} from the request; 422 for a missing, extra, wrong-width or non-finite vector."""
+def _new_item_features(
+    rec: Recommender, req: NewItemsRequest
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """({modality: [n_new, d_m]}, {modality: bool [n_new]}) from the request; a modality an item leaves out (or
+    gives as null) is missing for it, its row zero here and False in the mask. 422 for an extra, wrong-width or
+    non-finite vector, or an item with no vector at all."""
     expected = rec.data.modalities
     features: dict[str, np.ndarray] = {}
+    present: dict[str, np.ndarray] = {}
     for name in expected:
         rows = [it.features.get(name) for it in req.items]
-        missing = [it.id for it, r in zip(req.items, rows, strict=True) if r is None]
-        if missing:
-            raise HTTPException(422, f"item {missing[0]!r} lacks the '{name}' feature vector")
         dim = rec.data.features[name].shape[1]
-        bad = [it.id for it, r in zip(req.items, rows, strict=True) if len(r or []) != dim]
+        bad = [it.id for it, r in zip(req.items, rows, strict=True) if r is not None and len(r) != dim]
         if bad:
             raise HTTPException(422, f"item {bad[0]!r}: '{name}' must have {dim} values")
-        arr = np.asarray(rows, dtype=np.float32)
+        has = np.array([r is not None for r in rows], dtype=bool)
+        arr = np.zeros((len(rows), dim), dtype=np.float32)
+        if has.any():
+            arr[has] = np.asarray([r for r in rows if r is not None], dtype=np.float32)
         if not np.isfinite(arr).all():
             raise HTTPException(422, f"'{name}' has non-finite values (or values beyond float32)")
         features[name] = arr
+        if not has.all():
+            present[name] = has
     extra = sorted({n for it in req.items for n in it.features} - set(expected))
     if extra:
         raise HTTPException(422, f"unknown modality {extra[0]!r}; this model uses {expected}")
-    return features
+    if expected and len(present) == len(expected):  # every modality lacks somewhere: may one item lack all?
+        empty = np.flatnonzero(~np.stack(list(present.values())).any(axis=0))
+        if len(empty):
+            raise HTTPException(
+                422,
+                f"item {req.items[empty[0]].id!r} has none of the modalities {expected}; a new item needs one",
+            )
+    return features, present
 
 
 def _add_item_routes(app: FastAPI, svc: _Service) -> None:
@@ -226,10 +253,10 @@ def _add_item_routes(app: FastAPI, svc: _Service) -> None:
                 f"model '{rec.model.name}' cannot embed items from content features; "
                 "use a model with item_embeddings_from_features (see docs/serving.md)",
             )
-        features = _new_item_features(rec, req)
+        features, present = _new_item_features(rec, req)
         try:
             with svc.lock:
-                rec.add_items([it.id for it in req.items], features)
+                how = rec.add_items([it.id for it in req.items], features, present)
                 svc.searcher.items_added(len(req.items))
         except NotImplementedError as exc:
             raise HTTPException(501, str(exc)) from None
@@ -237,7 +264,15 @@ def _add_item_routes(app: FastAPI, svc: _Service) -> None:
             raise HTTPException(409, str(exc)) from None
         except ModalrecError as exc:
             raise HTTPException(422, str(exc)) from None
-        return NewItemsResponse(added=[it.id for it in req.items], n_items=rec.n_items)
+        missing = {
+            it.id: [name for name, mask in present.items() if not mask[j]] for j, it in enumerate(req.items)
+        }
+        return NewItemsResponse(
+            added=[it.id for it in req.items],
+            n_items=rec.n_items,
+            missing={k: v for k, v in missing.items() if v},
+            missing_fill=how,
+        )
 
 
 def _base_embed() -> Any:
