@@ -69,7 +69,12 @@ def test_download_checks_sha256_and_converts(tmp_path: Path, monkeypatch: pytest
     rows = list(csv.reader((out / "interactions.csv").open()))
     assert rows[0] == ["user", "item", "timestamp"] and len(rows) == 13
     assert rows[1] == ["1", "1", "880000011"]
-    assert sorted(p.name for p in out.iterdir()) == ["SOURCE.md", "genre.npy", "interactions.csv", "items.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "SOURCE.md",
+        "genre.npy",
+        "interactions.csv",
+        "items.csv",
+    ]
     assert digest in (out / "SOURCE.md").read_text(encoding="utf-8")
     data = load_dataset(out)
     assert (data.n_users, data.n_items, data.modalities) == (3, 4, ["genre"])
