@@ -12,11 +12,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from tests.test_features import _fake_ml100k
 
 import modalrec.features.movielens as ml
 from modalrec.cli import main
 from modalrec.data import load_dataset
-from tests.test_features import _fake_ml100k
 
 
 @pytest.fixture(autouse=True)
@@ -171,5 +171,5 @@ def test_zip_without_ratings(tmp_path: Path) -> None:
         zf.writestr("ml-100k/u.item", "1|x|||" + "|0" * 19 + "\n")
     local = tmp_path / "ml-100k.zip"
     local.write_bytes(buf.getvalue())
-    with pytest.raises(ml.ModalrecError, match="no u.data inside"):
+    with pytest.raises(ml.ModalrecError, match=r"no u\.data inside"):
         ml.read_ml100k_zip(local)

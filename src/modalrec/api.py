@@ -219,6 +219,8 @@ class Estimator:
             raise ModalrecError(f"{target} exists; pass overwrite=True to replace it")
         cfg = config_from_dict(self.config_.to_dict())
         cfg.data.path = str(target.resolve() / "data")
+        # the folder lists modalities alphabetically; models concatenate them in the fitted order
+        cfg.data.modalities = list(data.modalities)
         payload = {
             "format": "modalrec-checkpoint-1",
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

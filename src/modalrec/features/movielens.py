@@ -185,7 +185,7 @@ def read_ml100k_zip(archive: Path) -> MovieLensRaw:
 
 def open_url(url: str, timeout: float) -> BinaryIO:
     """``urllib.request.urlopen`` (a separate function so tests replace the network)."""
-    return urllib.request.urlopen(url, timeout=timeout)  # type: ignore[no-any-return]
+    return urllib.request.urlopen(url, timeout=timeout)
 
 
 def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
