@@ -101,7 +101,7 @@ class Estimator:
         epochs: int | None = None,
         valid: bool = True,
         seed: int = 0,
-        device: str = "cpu",
+        device: str = "auto",
         out: str | os.PathLike[str] | None = None,
         **settings: Any,
     ) -> Estimator:
@@ -113,14 +113,15 @@ class Estimator:
             valid: select the epoch on the validation split and stop early after ``patience`` evaluations
                 without improvement. False: train all ``epochs`` and keep the last state.
             seed: initial weights, batch order and the split of a folder without one.
-            device: "cpu", "cuda", "cuda:N" or "auto".
+            device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N". Training runs there; the fitted
+                model is then kept on the CPU for ``recommend``, ``score`` and ``evaluate``.
             out: also write a run folder there (log, curves, checkpoints); None: nothing is written.
             **settings: training settings (``lr``, ``batch_size``, ``patience``, ``threads``, ...) and evaluation
                 settings (``ks``, ``metric``, ``protocol``, ...), as in the ``train:``/``eval:`` config sections.
         """
         cfg = self._run_config(epochs, valid, seed, device, settings, data)
         dataset = data if isinstance(data, Dataset) else dataset_from_config(cfg.data, cfg.seed)
-        if valid and cfg.train.epochs > 0 and dataset.val.nnz == 0:
+        if valid and self.model_class.trainable and cfg.train.epochs > 0 and dataset.val.nnz == 0:
             raise ModalrecError(
                 f"{dataset.name}: the validation split is empty, so there is nothing to stop early on; "
                 "pass valid=False (train a fixed number of epochs) or data with validation interactions"
