@@ -96,9 +96,10 @@ def test_recommend_and_score_agree(tiny: Dataset, fitted: Estimator) -> None:
 
 def test_save_load_gives_identical_recommendations(tmp_path: Path, tiny: Dataset, fitted: Estimator) -> None:
     path = fitted.save(tmp_path / "model")
-    assert sorted(p.name for p in path.iterdir()) == ["checkpoint.pt", "config.yaml", "data"]
+    assert sorted(p.name for p in path.iterdir()) == ["checkpoint.pt", "config.yaml", "data", "metrics.json"]
     restored = modalrec.load(path)
     assert type(restored) is modalrec.LightGCN and restored.get_params() == fitted.get_params()
+    assert restored.metrics_["test"] == fitted.metrics_["test"]
     users = [str(u) for u in tiny.user_ids[:50]]
     assert restored.recommend(users, k=10) == fitted.recommend(users, k=10)
     np.testing.assert_array_equal(restored.score(users, ["i0", "i5"]), fitted.score(users, ["i0", "i5"]))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ from modalrec.evaluate import evaluate as evaluate_model
 from modalrec.models import MODELS
 from modalrec.models.base import Embeddings, Model
 from modalrec.recommend import Recommender, load_run
+from modalrec.run_folder import read_metrics
 from modalrec.train import Trainer
 
 __all__ = ["ESTIMATORS", "Estimator", "NotFittedError", "estimator_class", "evaluate", "load"]
@@ -210,10 +212,10 @@ class Estimator:
 
     # ---- persistence ------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-        """Write a self-contained run folder: ``checkpoint.pt`` (weights, config, ids), ``config.yaml`` and
-        ``data/`` (the dataset it was fit on, canonical format). ``modalrec.load`` restores the estimator;
-        ``modalrec recommend --run PATH`` and ``modalrec serve --run PATH`` read it too. Atomic: a failure
-        leaves nothing behind."""
+        """Write a self-contained run folder: ``checkpoint.pt`` (weights, config, ids), ``config.yaml``,
+        ``metrics.json`` (what ``fit`` reported) and ``data/`` (the dataset it was fit on, canonical format).
+        ``modalrec.load`` restores the estimator; ``modalrec recommend --run PATH`` and ``modalrec serve --run
+        PATH`` read it too. Atomic: a failure leaves nothing behind."""
         model, data = self._fitted()
         target = Path(path)
         if target.exists() and not (target.is_dir() and not any(target.iterdir())) and not overwrite:
@@ -237,6 +239,9 @@ class Estimator:
             save_dataset(data, stage / "data")
             save_checkpoint(stage / "checkpoint.pt", payload)
             (stage / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+            if self.metrics_:
+                text = json.dumps(self.metrics_, indent=2, default=float)
+                (stage / "metrics.json").write_text(text + "\n", encoding="utf-8")
         return target
 
     def _fitted(self) -> tuple[Model, Dataset]:
@@ -293,7 +298,8 @@ def load(path: str | os.PathLike[str], data: DataLike | None = None) -> Estimato
     """Restore a saved estimator (or any ``modalrec train`` run folder) as a working, fitted estimator.
 
     The data is ``data`` when given (a Dataset or folder with the same users and items), else the folder's
-    ``data/`` copy written by ``save``, else the dataset path the run recorded.
+    ``data/`` copy written by ``save``, else the dataset path the run recorded. ``metrics_`` is the folder's
+    ``metrics.json`` when there is one.
     """
     folder = Path(path)
     if not (folder / "checkpoint.pt").is_file():
@@ -307,7 +313,8 @@ def load(path: str | os.PathLike[str], data: DataLike | None = None) -> Estimato
     params = {k: v for k, v in cfg.model.items() if k != "name"}
     est = _BY_KEY[cfg.model_name](**params)
     est.config_ = cfg
-    est._set_fitted(model, dataset, {}, [])
+    metrics = read_metrics(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
+    est._set_fitted(model, dataset, metrics, [])
     return est
 
 
