@@ -11,20 +11,24 @@ def test_public_api_is_pinned() -> None:
             "DataError",
             "Dataset",
             "Embeddings",
+            "Estimator",
             "EvalConfig",
             "Model",
             "ModalrecError",
+            "NotFittedError",
             "Recommender",
             "RunConfig",
             "SyntheticConfig",
             "Trainer",
             "__version__",
             "evaluate",
+            "load",
             "load_config",
             "load_dataset",
             "make_synthetic",
             "save_dataset",
             "train",
+            *(cls.__name__ for cls in modalrec.MODELS.values()),  # the estimator classes
         ]
     )
     for name in modalrec.__all__:

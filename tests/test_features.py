@@ -72,9 +72,8 @@ def test_prepare_from_ml100k_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert data.n_users == 3 and data.n_items == 4 and set(data.modalities) == {"genre", "textual"}
     # refuses to overwrite without --overwrite, and names a bad source clearly
     assert main(["-q", "prepare", "movielens-100k", "--out", str(out), "--source", str(src)]) == 2
-    assert (
-        main(["-q", "prepare", "movielens-100k", "--out", str(tmp_path / "x"), "--source", str(tmp_path)])
-        == 2
+    assert (  # a folder without u.data / u.item (here: a prepared dataset folder)
+        main(["-q", "prepare", "movielens-100k", "--out", str(tmp_path / "x"), "--source", str(out)]) == 2
     )
 
 

@@ -7,6 +7,7 @@ use it, so it depends on nothing but the error types.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import reprlib
 import types
 import typing
@@ -82,12 +83,15 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def set_fields(obj: Any, values: dict[str, Any], prefix: str) -> None:
-    """Assign ``values`` onto the dataclass ``obj`` with type checks; unknown keys list the valid ones."""
+    """Assign ``values`` onto the dataclass ``obj`` with type checks; unknown keys list the valid ones and suggest
+    the closest."""
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in values.items():
         if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
             raise ConfigError(
-                f"unknown key '{prefix}{key}'; valid keys: {', '.join(prefix + n for n in names)}"
+                f"unknown key '{prefix}{key}'; valid keys: {', '.join(prefix + n for n in names)}{hint}"
             )
         setattr(obj, key, coerce(value, hints[key], prefix + key))

@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # training, evaluation and loading trained runs
     ("training", ("run_folder", "callbacks", "health", "distributed", "train", "evaluate", "recommend")),
     # what users run: experiments, the service, the command line and the package's public face
-    ("applications", ("experiments", "serving", "cli", "demo", "version", "__init__", "__main__")),
+    ("applications", ("experiments", "serving", "cli", "demo", "api", "version", "__init__", "__main__")),
 )  # fmt: skip
 
 

