@@ -249,7 +249,8 @@ def test_neighbour_fill_equals_dense_two_hop_mean() -> None:
     # by hand: item 2 is seen by u0 (with 0, 1), u1 (with 1, 3) and u3 (with 4): weights 1, 2, 1, 1
     assert filled.features["visual"][2] == pytest.approx(np.array([1 + 0 + 4 - 2, 0 + 4 + 4 + 6]) / 5)
     assert filled.features["visual"][5] == pytest.approx(mean)  # no training interaction: the mean
-    assert np.array_equal(filled.present("visual"), present)  # masks kept
+    assert filled.present("visual").all()  # imputed rows are content: masks cleared
+    assert fill_missing(data, "mask") is data  # "mask" leaves rows and masks to the models
     assert np.array_equal(filled.features["visual"][present], x[present])
 
 
@@ -268,7 +269,7 @@ def test_mean_and_zero_fills(caplog: pytest.LogCaptureFixture) -> None:
     assert mean.features["visual"][2] == pytest.approx(want) and mean.features["visual"][5] == pytest.approx(
         want
     )
-    assert not mean.present("visual")[2]
+    assert mean.present("visual").all()  # imputed rows are content for every model
     zeros = fill_missing(data, "zeros")
     assert zeros.feature_masks == {} and zeros.present("visual").all()  # the model cannot tell
     assert (zeros.features["visual"][[2, 5]] == 0).all()
@@ -283,12 +284,12 @@ def test_cold_content_items_warn_once(caplog: pytest.LogCaptureFixture) -> None:
         data.name, data.user_ids, data.item_ids, data.train, data.val, data.test, dict(data.features), masks
     )
     with caplog.at_level(logging.WARNING, logger="modalrec.data"):
-        out = prepare_missing(both, "", "neighbours", seed=0)
+        out = prepare_missing(both, "", "mask", seed=0)
     lines = [r.getMessage() for r in caplog.records if "no content in any modality" in r.getMessage()]
     assert len(lines) == 1 and "1 item(s)" in lines[0] and "'i2'" in lines[0] and "ID embeddings" in lines[0]
     assert out.missing_summary == {
         "drop_modality": "",
-        "fill": "neighbours",
+        "fill": "mask",
         "removed_modalities": [],
         "missing_items": {"visual": 2, "textual": 1},
         "items_without_content": 1,
@@ -301,7 +302,7 @@ def test_cold_content_items_warn_once(caplog: pytest.LogCaptureFixture) -> None:
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("data.missing_fill=median", "data.missing_fill must be one of neighbours|mean|zeros"),
+        ("data.missing_fill=median", "data.missing_fill must be one of neighbours|mean|mask|zeros"),
         ("data.drop_modality=visual:2", "data.drop_modality"),
         ("data.drop_modality=visual", "data.drop_modality"),
     ],
@@ -323,7 +324,10 @@ def test_cli_drop_and_fill_end_to_end(tiny_folder: Path, tmp_path: Path) -> None
     assert info["missing_items"] == {"visual": 60, "textual": 0}  # 30% of 200 items
     # the same run seed drops the same items whatever the model: a second model is paired with the first
     cfg = load_config(
-        None, ["data.drop_modality=visual:0.3"], model_name="lattice", data_path=str(tiny_folder)
+        None,
+        ["data.drop_modality=visual:0.3", "data.missing_fill=mask"],
+        model_name="lattice",
+        data_path=str(tiny_folder),
     )
     from modalrec.data.source import dataset_from_config
 
