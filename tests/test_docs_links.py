@@ -20,9 +20,6 @@ LINK = re.compile(r"!?\[(?:[^\]`]|`[^`]*`)*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 CODE_SPAN = re.compile(r"`[^`\n]*`")
 # Pages being written in parallel with these docs: a link to one is checked once the page exists (then drop it here).
-ON_OTHER_BRANCHES = {REPO / "docs" / "python-api.md", REPO / "docs" / "missing-modalities.md"}
-
-
 def _text_without_code(page: Path) -> str:
     return CODE_SPAN.sub("", FENCE.sub("", page.read_text(encoding="utf-8")))
 
@@ -61,8 +58,6 @@ def test_every_relative_link_resolves(page: Path) -> None:
     for target in links(page):
         path, _, anchor = target.partition("#")
         dest = (page.parent / path).resolve() if path else page
-        if not dest.exists() and dest in ON_OTHER_BRANCHES:
-            continue
         if not dest.exists():
             broken.append(f"{target}: no such file")
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
