@@ -6,7 +6,7 @@
 Each (model, dataset) pair runs in its own process (``benchmarks.measure``); results are appended to
 ``benchmarks/results.json`` (machine-readable) and summarised in ``BENCHMARKS.md`` with a log-log plot of epoch time
 and peak memory against training interactions (``benchmarks/scaling.png``). Real datasets are read from
-``../shared/data`` beside the repository (or $MODALREC_SHARED_DATA) and skipped when absent.
+``$MODALREC_SHARED_DATA`` (or the data folder beside the repository) and skipped when absent.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
     REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-# Issue #7's targets on 2 CPU cores: (model, dataset, field, bound, what).
+# Speed and memory targets on 2 CPU cores: (model, dataset, field, bound, what).
 TARGETS = [
     ("lightgcn", "amazon-baby", "epoch_seconds_median", 2.0, "LightGCN amazon-baby epoch <= 2 s"),
     (

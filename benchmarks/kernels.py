@@ -1,7 +1,7 @@
 """Kernel timings behind the training-epoch figures: block products, the LightGCN layer mean, InfoNCE blocks,
 per-edge products over the interaction list (GRCN).
 
-    python -m benchmarks.kernels [--data ../shared/data/amazon-baby | syn:100000] [--threads 1] [--repeats 20]
+    python -m benchmarks.kernels [--data DATA/amazon-baby | syn:100000] [--threads 1] [--repeats 20]
 
 Prints one line per kernel with the median milliseconds over ``--repeats`` calls, and the LightGCN "training
 floor": the bare propagation an epoch cannot avoid (batches x (forward + backward) layer means), to compare with

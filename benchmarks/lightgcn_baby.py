@@ -6,7 +6,7 @@ Usage:
 Without --full it trains a fixed number of epochs (timing only; the printed test metrics are for that budget).
 With --full it trains with validation early stopping (patience 20) and reports test R@20/N@20 under
 --protocol paper at the best epoch. The "roofline" is the bare [users x d] @ [d x items] matmul + top-50 for the
-same shapes, so the evaluation overhead shows as a ratio. Needs ../shared/data/amazon-baby (or --data).
+same shapes, so the evaluation overhead shows as a ratio. Needs the Amazon-Baby folder (the data root or --data).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """MMSSL speed and memory on Tiktok: seconds per epoch (median), evaluation seconds, peak RSS.
 
-Usage (from the repository root; needs ../shared/data/tiktok):
+Usage (from the repository root; needs the Tiktok folder):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mmssl_tiktok.py --epochs 3 --threads 1
     .venv/bin/python benchmarks/mmssl_tiktok.py --set d_columns=0 --epochs 1   # the full |I|-wide D
 
