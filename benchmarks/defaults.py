@@ -105,7 +105,7 @@ def run_job(job: Job, max_minutes: float, resume: bool) -> dict[str, Any]:
     if resume and metrics_path.exists():
         capped = json.loads(capped_path.read_text()) if capped_path.exists() else None
         return row_from_run(job, capped, reused=True)
-    cmd = job.command() + ["--overwrite"]
+    cmd = [*job.command(), "--overwrite"]
     job.out.parent.mkdir(parents=True, exist_ok=True)
     capped_path.unlink(missing_ok=True)
     tic = time.perf_counter()
@@ -133,9 +133,13 @@ def finalise_capped(job: Job, max_minutes: float, wall: float) -> dict[str, Any]
 
     last = job.out / "last.pt"
     if not last.exists():
-        return {**error_row(job, ""), "error": f"no epoch finished within {max_minutes:g} min", "capped": True}
+        return {
+            **error_row(job, ""),
+            "error": f"no epoch finished within {max_minutes:g} min",
+            "capped": True,
+        }
     done = int(load_checkpoint(last)["epoch"]) + 1
-    cmd = job.command() + ["--resume", "--set", f"train.epochs={done}"]
+    cmd = [*job.command(), "--resume", "--set", f"train.epochs={done}"]
     proc = subprocess.run(
         cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=GRACE_SECONDS, check=False
     )
@@ -280,7 +284,9 @@ def write(rows: list[dict[str, Any]], report: Path, table: Path, command: str) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks defaults", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks defaults", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--datasets", default="movielens-100k")
     parser.add_argument("--data-root", default=None, help="folder holding the datasets")
     parser.add_argument("--models", default="all", help="comma-separated names, or 'all' trainable models")
@@ -291,12 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", default="benchmarks/defaults.md")
     parser.add_argument("--json", default="benchmarks/defaults.json")
     args = parser.parse_args(argv)
-    command = "python -m benchmarks defaults " + " ".join(a for a in (argv or sys.argv[2:]) if a != "--resume")
+    command = "python -m benchmarks defaults " + " ".join(
+        a for a in (argv or sys.argv[2:]) if a != "--resume"
+    )
     root, runs = data_root(args.data_root), Path(args.runs)
     models = trainable_models() if args.models == "all" else args.models.split(",")
     tuned = parse_tuned(args.tuned)
     table = Path(args.json)
-    rows: list[dict[str, Any]] = json.loads(table.read_text())["rows"] if args.resume and table.exists() else []
+    rows: list[dict[str, Any]] = (
+        json.loads(table.read_text())["rows"] if args.resume and table.exists() else []
+    )
     for spec in args.datasets.split(","):
         found = resolve_dataset(spec, root)
         if found is None:
@@ -309,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
             if config:
                 jobs.append(Job(model, label, data, runs / label / f"{model}-tuned", config))
             for job in jobs:
-                print(f"{job.model} on {label}{' (tuned)' if job.config else ''} ...", file=sys.stderr, flush=True)
+                print(
+                    f"{job.model} on {label}{' (tuned)' if job.config else ''} ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 row = run_job(job, args.max_minutes, args.resume)
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 rows = store(rows, row)

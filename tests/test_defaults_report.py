@@ -13,8 +13,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import defaults as report  # noqa: E402
-from modalrec.data import make_synthetic, save_dataset  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
+
+from modalrec.data import make_synthetic, save_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -144,4 +144,7 @@ def test_below_popularity_at_the_end_of_a_learning_run_is_flagged_then(
     [below] = result.metrics["health"]
     assert below["check"] == "below_popularity" and below["epoch"] == result.metrics["best_epoch"]
     assert below["val"] == pytest.approx(max(h["val_recall@20"] for h in result.history))
-    assert len(health_warnings(caplog)) == 1 and "ranks no better than item popularity" in health_warnings(caplog)[0]
+    assert (
+        len(health_warnings(caplog)) == 1
+        and "ranks no better than item popularity" in health_warnings(caplog)[0]
+    )
