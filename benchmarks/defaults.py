@@ -8,7 +8,7 @@ Each (model, dataset) pair is one ``modalrec train --model NAME --data DATA --se
 process (one training at a time) with nothing else set, so the figures are what the defaults give. Model selection
 is the trainer's own: the epoch with the best validation R@20; test R@20 is read at that epoch only.
 
-A run still training after ``--max-minutes`` is interrupted and finalised from its best validated epoch so far
+A run still training after ``--max-minutes`` is stopped and finalised from its best validated epoch so far
 (``modalrec train --resume --set train.epochs=N``); the table marks it as capped. ``--tuned`` points a model (on
 one dataset, or on all) to a tuned config, trained the same way; the table then shows the default figure as a
 share of the tuned one. ``--resume`` reuses every run folder that already holds a finished run.
@@ -26,7 +26,6 @@ import argparse
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 # The only setting a defaults run changes: one thread, so that the epoch seconds compare across models.
 BASE_OVERRIDES = ["train.threads=1", "train.progress=false"]
-GRACE_SECONDS = 120  # after the cap: time allowed for an interrupted run to stop and for its finalising run
+GRACE_SECONDS = 300  # time allowed for the run that finalises a capped one (two evaluations)
 MAIN_LOSS = "loss_bpr"  # the health monitor's main loss; models without it are judged on their total loss
 
 
@@ -115,9 +114,11 @@ def run_job(job: Job, max_minutes: float, resume: bool) -> dict[str, Any]:
     try:
         _, err = proc.communicate(timeout=max_minutes * 60 if max_minutes > 0 else None)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)  # the CLI stops cleanly; last.pt holds the last finished epoch
+        # SIGTERM, not SIGINT (which a background job ignores): last.pt, written atomically after every epoch,
+        # holds the last finished one whatever the moment the process stops
+        proc.terminate()
         try:
-            proc.communicate(timeout=GRACE_SECONDS)
+            proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
