@@ -70,14 +70,15 @@ def test_resume_reuses_finished_runs(data_root: Path, two_models: tuple[Path, di
 
 
 def test_time_cap_is_recorded(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # a run that would go on for 10^5 epochs is interrupted after 0.12 min and evaluated at its best epoch so far
+    # a run that would go on for 10^5 epochs is stopped after 0.2 min (its first epoch ends within seconds, even on
+    # a busy machine) and evaluated at its best epoch so far
     monkeypatch.setattr(
         report, "BASE_OVERRIDES", [*report.BASE_OVERRIDES, "train.epochs=100000", "train.patience=100000"]
     )
-    row = run(data_root, tmp_path, "--models", "mf", "--max-minutes", "0.12")["mf"]
-    assert row["capped"]["max_minutes"] == 0.12 and row["capped"]["epochs_done"] == row["epochs_run"] >= 1
+    row = run(data_root, tmp_path, "--models", "mf", "--max-minutes", "0.2")["mf"]
+    assert row["capped"]["max_minutes"] == 0.2 and row["capped"]["epochs_done"] == row["epochs_run"] >= 1
     assert row["epochs_run"] < 100000 and 0 <= row["best_epoch"] < row["epochs_run"]
-    assert "(capped at 0.12 min)" in (tmp_path / "defaults.md").read_text()
+    assert "(capped at 0.2 min)" in (tmp_path / "defaults.md").read_text()
 
 
 def test_ratios_to_mf_lightgcn_and_the_tuned_run() -> None:
