@@ -132,6 +132,8 @@ def finalise_capped(job: Job, max_minutes: float, wall: float) -> dict[str, Any]
     """Evaluate an interrupted run at its best validated epoch: resume it with the epochs it already ran."""
     from modalrec.checkpoint import load_checkpoint
 
+    if (job.out / "metrics.json").exists():  # it finished just as the cap struck
+        return row_from_run(job, None, reused=False)
     last = job.out / "last.pt"
     if not last.exists():
         return {
