@@ -161,7 +161,21 @@ def error_row(job: Job, stderr: str) -> dict[str, Any]:
 
 def scrub(text: str) -> str:
     """No machine folders in the committed table."""
-    return text.replace(str(ROOT.parent), "<root>")
+    return text.replace(str(ROOT.parent), "<root>").replace(str(Path("/tmp").resolve()), "<tmp>")
+
+
+# Options whose values are this machine's folders: the recorded command names them by what they hold.
+FOLDER_OPTIONS = {"--data-root": "DATA", "--runs": "RUNS", "--report": "REPORT.md", "--json": "REPORT.json"}
+
+
+def public_args(argv: list[str]) -> list[str]:
+    """The command line as recorded in the report: folders replaced by placeholders, --resume left out."""
+    out: list[str] = []
+    for arg in argv:
+        if arg == "--resume":
+            continue
+        out.append(FOLDER_OPTIONS[out[-1]] if out and out[-1] in FOLDER_OPTIONS else arg)
+    return out
 
 
 def loss_curve(history: Path) -> tuple[str, list[float]]:
@@ -300,9 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", default="benchmarks/defaults.md")
     parser.add_argument("--json", default="benchmarks/defaults.json")
     args = parser.parse_args(argv)
-    command = "python -m benchmarks defaults " + " ".join(
-        a for a in (argv or sys.argv[2:]) if a != "--resume"
-    )
+    command = "python -m benchmarks defaults " + " ".join(public_args(argv or sys.argv[2:]))
     root, runs = data_root(args.data_root), Path(args.runs)
     models = trainable_models() if args.models == "all" else args.models.split(",")
     tuned = parse_tuned(args.tuned)

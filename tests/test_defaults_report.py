@@ -67,6 +67,9 @@ def test_resume_reuses_finished_runs(data_root: Path, two_models: tuple[Path, di
     assert metrics.stat().st_mtime_ns == before  # not retrained
     assert again["mf"]["reused"] and again["lightgcn"]["reused"]
     assert again["mf"]["test_recall@20"] == rows["mf"]["test_recall@20"]
+    command = json.loads((out / "defaults.json").read_text())["command"]
+    assert str(out) not in command and str(data_root) not in command  # no machine folders in the report
+    assert "--data-root DATA --runs RUNS" in command and "--resume" not in command
 
 
 def test_time_cap_is_recorded(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
