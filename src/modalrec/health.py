@@ -36,7 +36,8 @@ MAIN_LOSS = "bpr"  # the term whose movement shows that the ranking is being lea
 
 
 class HealthMonitor(Callback):
-    """Checks once, after ``epochs`` epochs, that the main loss moved and that validation beats popularity.
+    """Checks once, after ``epochs`` epochs, that the main loss moved, and that validation beats popularity (then
+    too if the loss is stuck, else at the end of the run).
 
     Args:
         epochs: epochs to wait before checking (0 disables the monitor).
