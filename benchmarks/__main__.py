@@ -2,6 +2,7 @@
 
     python -m benchmarks run [--models mf,lightgcn,...] [--datasets tiktok,amazon-baby,syn:10000,...]
                              [--epochs 3] [--threads 2] [--timeout 1800]
+    python -m benchmarks defaults [--datasets movielens-100k,...] [--max-minutes 30] [--resume]
 
 Each (model, dataset) pair runs in its own process (``benchmarks.measure``); results are appended to
 ``benchmarks/results.json`` (machine-readable) and summarised in ``BENCHMARKS.md`` with a log-log plot of epoch time
@@ -278,6 +279,11 @@ def scaling_plot(results: list[dict[str, Any]]) -> dict[str, tuple[float, float]
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["defaults"]:  # the defaults report (benchmarks/defaults.py) has options of its own
+        from benchmarks.defaults import main as defaults_main
+
+        return defaults_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[1])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the suite")
@@ -294,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--fresh", action="store_true", help="discard earlier results instead of updating them")
     sub.add_parser("report", help="rewrite BENCHMARKS.md from benchmarks/results.json")
+    sub.add_parser("defaults", help="every model at its defaults (python -m benchmarks defaults --help)")
     args = parser.parse_args(argv)
     stored: dict[str, Any] = (
         json.loads(RESULTS.read_text()) if RESULTS.exists() else {"machine": machine(), "results": []}

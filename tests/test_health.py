@@ -94,7 +94,9 @@ def test_negative_health_epochs_is_a_config_error() -> None:
 
 def test_auxiliary_loss_weights_come_first_when_bpr_is_stuck(tiny: Dataset) -> None:
     # SGL has an InfoNCE term beside BPR: its weight (ssl_weight 0.1) is the first override suggested, at 1/100
-    cfg = load_config(None, ["train.epochs=3", "train.lr=1e-9", *FAST], model_name="sgl")
+    cfg = load_config(
+        None, ["train.epochs=3", "train.lr=1e-9", "model.ssl_weight=0.1", *FAST], model_name="sgl"
+    )
     stuck = train(cfg, data=tiny).metrics["health"][0]
     assert stuck["check"] == "loss_stuck" and "auxiliary loss (cl)" in stuck["cause"]
     assert stuck["suggestion"] == (
@@ -116,3 +118,33 @@ def test_resumed_run_keeps_the_findings(tiny: Dataset, tmp_path: Path, cut: int)
     resumed = Trainer(cfg, data=tiny, out=tmp_path / "cut", resume=True).fit().metrics["health"]
     assert [f["check"] for f in full] == ["loss_stuck", "below_popularity"]
     assert resumed == full
+
+
+def test_a_slow_start_that_ends_above_popularity_is_not_flagged(
+    tiny: Dataset, caplog: pytest.LogCaptureFixture
+) -> None:
+    # MF at lr 3e-3: the loss moves (0.6928 -> 0.673 by epoch 3) while validation is still below popularity
+    # (0.14 vs 0.42) after 3 epochs; it passes popularity at epoch 6 and ends at 0.72: judged at the end, not early
+    cfg = load_config(None, ["train.epochs=12", "train.lr=0.003", *FAST], model_name="mf")
+    with caplog.at_level(logging.WARNING, logger="modalrec.train"):
+        result = train(cfg, data=tiny)
+    popular = evaluate(Popularity(tiny, Popularity.Config()), tiny, "val", cfg.eval)["recall@20"]
+    assert max(h["val_recall@20"] for h in result.history[:3]) < popular  # what an early check would see
+    assert result.metrics["valid"]["recall@20"] > popular
+    assert health_warnings(caplog) == [] and result.metrics["health"] == []
+
+
+def test_below_popularity_at_the_end_of_a_learning_run_is_flagged_then(
+    tiny: Dataset, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the same run stopped after 5 epochs: the loss moved, but the best validation (0.30) is below popularity
+    cfg = load_config(None, ["train.epochs=5", "train.lr=0.003", *FAST], model_name="mf")
+    with caplog.at_level(logging.WARNING, logger="modalrec.train"):
+        result = train(cfg, data=tiny)
+    [below] = result.metrics["health"]
+    assert below["check"] == "below_popularity" and below["epoch"] == result.metrics["best_epoch"]
+    assert below["val"] == pytest.approx(max(h["val_recall@20"] for h in result.history))
+    assert (
+        len(health_warnings(caplog)) == 1
+        and "ranks no better than item popularity" in health_warnings(caplog)[0]
+    )

@@ -100,7 +100,7 @@ def test_view_encoding_matches_stacked_adjacency(tiny: Dataset, aug: str) -> Non
 
 
 def test_forward_is_lightgcn_and_ssl_term_is_eq10(tiny: Dataset) -> None:
-    model = SGL(tiny, SGL.Config(embed_dim=8))
+    model = SGL(tiny, SGL.Config(embed_dim=8, ssl_weight=0.1))
     emb = model()
     ref = lightgcn_readout(normalized_adjacency(tiny.train), torch.cat([model.user_emb, model.item_emb]), 3)
     assert emb.users.shape == (tiny.n_users, 8) and emb.items.shape == (tiny.n_items, 8)

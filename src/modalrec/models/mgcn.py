@@ -83,7 +83,9 @@ class MGCN(Model):
         n_ui_layers: int = 2  # K LightGCN layers of the user-item view (official: 2)
         n_item_layers: int = 1  # L convolutions over each item-item graph (official: 1)
         knn_k: int = 10  # k neighbours per item in each modality graph (official: 10)
-        cl_weight: float = 0.01  # λ_C of the self-supervised task (official grid {0.001, 0.01, 0.1})
+        cl_weight: float = (
+            0.001  # λ_C (official grid {0.001, 0.01, 0.1}); 0.01 holds BPR at ln 2 (docs/defaults.md)
+        )
         tau: float = 0.2  # InfoNCE temperature (official: 0.2)
         reg_weight: float = 1e-4  # λ_E of the L2 term on the batch's final embeddings (official: 1e-4)
         purifier: bool = True  # False: modality views start from the projected features x^m ("w/o purifier")

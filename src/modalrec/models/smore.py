@@ -95,7 +95,7 @@ class SMORE(Model):
         reg_weight: float = (
             1e-5  # λ of the L2 term on the batch's final embeddings (official grid [1e-5, 1e-4])
         )
-        cl_weight: float = 0.01  # β of the two InfoNCE terms
+        cl_weight: float = 0.001  # β of the two InfoNCE terms; 0.01 holds BPR at ln 2 (docs/defaults.md)
         tau: float = 0.2  # temperature τ of InfoNCE
         dropout: float = 0.0  # dropout on the behaviour gates (official grid [0, 0.1])
         use_spectrum: bool = True  # False: no FFT filters (ablation)
