@@ -16,8 +16,8 @@ share of the tuned one. ``--resume`` reuses every run folder that already holds 
 The table (markdown and JSON) has per model and dataset: test R@20 at defaults, best epoch / epochs run, median
 epoch seconds, the main loss (BPR where the model has one) of the first and of the last epoch, the training-health
 monitor's verdict, and the ratio of test R@20 to MF-BPR's and LightGCN's at defaults (and to the tuned run's).
-Datasets are folder names under ``--data-root`` (default $MODALREC_SHARED_DATA, else ``../shared/data`` beside the
-repository), or a folder path.
+Datasets are folder names under ``--data-root`` (default $MODALREC_SHARED_DATA, else the data folder
+beside the repository), or a folder path.
 """
 
 from __future__ import annotations
