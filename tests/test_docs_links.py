@@ -19,6 +19,8 @@ PAGES = sorted(
 LINK = re.compile(r"!?\[(?:[^\]`]|`[^`]*`)*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 CODE_SPAN = re.compile(r"`[^`\n]*`")
+
+
 # Pages being written in parallel with these docs: a link to one is checked once the page exists (then drop it here).
 def _text_without_code(page: Path) -> str:
     return CODE_SPAN.sub("", FENCE.sub("", page.read_text(encoding="utf-8")))

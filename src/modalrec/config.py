@@ -124,7 +124,9 @@ class DataConfig:
     modalities: list[str] | None = None  # restrict to these modalities (None = all)
     synthetic: dict[str, Any] = field(default_factory=dict)  # SyntheticConfig overrides for path=synthetic
     drop_modality: str = ""  # hide modalities for a seeded share of items, e.g. "visual:0.3,textual:0.5"
-    missing_fill: str = "neighbours"  # missing content: "neighbours", "mean" (imputed), "mask" (model-side), "zeros"
+    missing_fill: str = (
+        "neighbours"  # missing content: "neighbours", "mean" (imputed), "mask" (model-side), "zeros"
+    )
 
 
 @dataclass
