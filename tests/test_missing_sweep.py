@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from benchmarks.missing_sweep import main, setting_dir
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.missing_sweep import main, setting_dir  # noqa: E402
 
 
 def _run(folder: Path, model: str, seed: int, r20: float) -> None:
