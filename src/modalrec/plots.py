@@ -55,12 +55,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> N
         ax_val.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    finally:
-        plt.close(fig)
+    _save(fig, path)
 
 
 def plot_comparison(
@@ -94,8 +89,15 @@ def plot_comparison(
     ax_test.set_title("test")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Lay out ``fig`` and write it to ``path`` as PNG atomically; the figure is closed either way."""
+    import matplotlib.pyplot as plt
+
     try:
+        fig.tight_layout()
         with atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=110, format="png")
     finally:

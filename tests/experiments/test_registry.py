@@ -12,29 +12,13 @@ import statistics
 from pathlib import Path
 
 import pytest
+from tests.experiments.test_commands import TINY as COMPARE_TINY
 
 from modalrec.cli import _run_config, build_parser, main
 from modalrec.experiments.registry import recorded_config
 from modalrec.experiments.registry_blocks import default_files, parse_blocks
 
-TINY = [
-    "--data",
-    "synthetic",
-    "--set",
-    "data.synthetic.n_users=120",
-    "--set",
-    "data.synthetic.n_items=80",
-    "--set",
-    "data.synthetic.n_interactions=1500",
-    "--set",
-    "train.epochs=2",
-    "--set",
-    "eval.ks=[10,20]",
-    "--set",
-    "train.batch_size=512",
-    "--set",
-    "train.threads=1",
-]
+TINY = [*COMPARE_TINY, "--set", "train.threads=1"]
 REPO = Path(__file__).resolve().parents[2]
 
 
