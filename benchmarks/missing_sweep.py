@@ -65,6 +65,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
+def cell(mean: float, std: float, n: int) -> str:
+    """One table cell: mean ± std (n seeds); a single seed shows its value alone."""
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.4f} (1 seed)" if n == 1 else f"{mean:.4f} ± {std:.4f} ({n} seeds)"
+
+
 def report(args: argparse.Namespace, fractions: list[float], fills: list[str], models: list[str]) -> str:
     """The markdown table (and the plot when matplotlib is present); returns the table."""
     out = Path(args.out)
@@ -77,7 +84,7 @@ def report(args: argparse.Namespace, fractions: list[float], fills: list[str], m
             for f in fractions:
                 values = collect(setting_dir(out, f, fill), model)
                 m, s = mean_std(values)
-                cells.append("–" if math.isnan(m) else f"{m:.4f} ± {s:.4f} ({len(values)})")
+                cells.append(cell(m, s, len(values)))
                 if not math.isnan(m):
                     pts.append((f, m))
             lines.append(f"| {model} | {fill} | " + " | ".join(cells) + " |")
@@ -91,7 +98,7 @@ def report(args: argparse.Namespace, fractions: list[float], fills: list[str], m
             )
             curves[f"{ref} (no content)"] = [(fractions[0], m), (fractions[-1], m)]
     table = "\n".join(lines) + "\n"
-    note = f"\nTest {METRIC}, mean ± sample std (seeds in brackets), {args.modality} rows missing.\n"
+    note = f"\nTest {METRIC}, mean ± sample std over seeds, {args.modality} rows missing.\n"
     (out / "sweep.md").write_text(table + note)
     try:
         import matplotlib

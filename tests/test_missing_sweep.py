@@ -31,6 +31,6 @@ def test_report_only_tabulates_finished_runs(tmp_path: Path) -> None:
     assert main([*argv, "--fractions", "0,0.3,1", "--out", str(out), "--report-only"]) == 0
     table = (out / "sweep.md").read_text()
     # mean 0.08, sample std of (0.09, 0.07) = 0.0141; the 30% mask setting has no run
-    assert "| lattice | zeros | 0.0800 ± 0.0141 (2) | 0.0600 ± 0.0000 (1) | 0.0500 ± 0.0000 (1) |" in table
-    assert "| lattice | mask | 0.0800 ± 0.0141 (2) | – | 0.0500 ± 0.0000 (1) |" in table
+    assert "| lattice | zeros | 0.0800 ± 0.0141 (2 seeds) | 0.0600 (1 seed) | 0.0500 (1 seed) |" in table
+    assert "| lattice | mask | 0.0800 ± 0.0141 (2 seeds) | – | 0.0500 (1 seed) |" in table
     assert "| lightgcn (no content) |" in table
