@@ -91,11 +91,11 @@ def report(args: argparse.Namespace, fractions: list[float], fills: list[str], m
             curves[f"{model} ({fill})"] = pts
     ref = args.reference
     if ref:
-        m, s = mean_std(collect(setting_dir(out, 0.0, fills[0]), ref))
+        values = collect(setting_dir(out, 0.0, fills[0]), ref)
+        m, s = mean_std(values)
         if not math.isnan(m):
-            lines.append(
-                f"| {ref} (no content) | – | " + " | ".join([f"{m:.4f} ± {s:.4f}"] * len(fractions)) + " |"
-            )
+            same = [cell(m, s, len(values))] * len(fractions)
+            lines.append(f"| {ref} (no content) | – | " + " | ".join(same) + " |")
             curves[f"{ref} (no content)"] = [(fractions[0], m), (fractions[-1], m)]
     table = "\n".join(lines) + "\n"
     note = f"\nTest {METRIC}, mean ± sample std over seeds, {args.modality} rows missing.\n"
