@@ -175,3 +175,21 @@ def test_planted_signal_beats_popularity(tiny: Dataset) -> None:
     history = train(model, tiny, epochs=8, lr=0.01)
     assert history[-1]["bpr"] < history[0]["bpr"]
     assert recall_at(model, tiny) > popularity_recall(tiny) + 0.1
+
+
+def test_fine_tuned_features_never_write_into_the_dataset() -> None:
+    """RawFeatures(trainable=True) holds copies: an in-place update leaves the dataset's arrays as they were."""
+    import numpy as np
+    import torch
+
+    from modalrec.data.synthetic import make_synthetic
+    from modalrec.models.raw_features import RawFeatures
+
+    data = make_synthetic()
+    name = data.modalities[0]
+    before = data.features[name].copy()
+    feats = RawFeatures(data, [name], trainable=True)
+    with torch.no_grad():
+        feats[0].add_(1.0)
+    assert np.array_equal(data.features[name], before)
+    assert torch.allclose(feats[0], torch.from_numpy(before) + 1.0)

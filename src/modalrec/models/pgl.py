@@ -64,6 +64,7 @@ from modalrec.models.homogeneous_graphs import (
     weighted_sum_graph,
 )
 from modalrec.models.missing_content import MissingEmbedding, warn_contentless
+from modalrec.models.raw_features import RawFeatures
 
 SUBGRAPHS = ("local", "global", "full")
 
@@ -193,12 +194,10 @@ class PGL(Model):
         names = list(data.features)
         d = cfg.embed_dim
         self.n_modalities = len(names)
-        raw = [torch.from_numpy(np.ascontiguousarray(data.features[m], dtype=np.float32)) for m in names]
-        if cfg.finetune_features:
-            self.raw = nn.ParameterList([nn.Parameter(r.clone()) for r in raw])
-        else:
-            for idx, r in enumerate(raw):
-                self.register_buffer(f"raw_{idx}", r, persistent=False)
+        self.features = RawFeatures(data, names, trainable=cfg.finetune_features)
+        raw = [
+            self.features[m].detach() for m in range(self.n_modalities)
+        ]  # [I, d_m] each, for the fixed graphs
         self.projections = nn.ModuleList([nn.Linear(r.shape[1], d) for r in raw])
         self.user_prefs = nn.ParameterList(
             [nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, d))) for _ in names]
@@ -239,9 +238,7 @@ class PGL(Model):
 
     def raw_features(self, idx: int) -> torch.Tensor:
         """x^m of modality ``idx``: [I, d_m]."""
-        if self.cfg.finetune_features:
-            return self.raw[idx]
-        return getattr(self, f"raw_{idx}")
+        return self.features[idx]
 
     def on_epoch_start(self, epoch: int) -> None:
         """Draw this epoch's "local" principal subgraph (the code's ``pre_epoch_processing``)."""

@@ -1,8 +1,8 @@
 """Item content features kept inside a model, either fixed (buffers) or fine-tuned (parameters).
 
-FREEDOM and MGCN project each modality's raw features; their official code fine-tunes the raw features through
-the loss, the papers project fixed ones. One small module holds both forms so ``.to(device)`` moves them and a
-model reads modality m as ``features[m]`` whichever form it uses.
+FREEDOM, MGCN, SMORE and PGL project each modality's raw features; their official code fine-tunes the raw features
+through the loss, the papers project fixed ones. One small module holds both forms so ``.to(device)`` moves them
+and a model reads modality m as ``features[m]`` whichever form it uses.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ class RawFeatures(nn.Module):
         self.trainable = trainable
         self.n_modalities = len(mats)
         if trainable:
-            self.params = nn.ParameterList([nn.Parameter(x) for x in mats])
+            # a copy: the optimiser updates parameters in place, which must not write into the dataset's arrays
+            self.params = nn.ParameterList([nn.Parameter(x.clone()) for x in mats])
         else:
             for idx, x in enumerate(mats):
                 self.register_buffer(f"fixed_{idx}", x, persistent=False)

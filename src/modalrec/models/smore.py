@@ -39,7 +39,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -51,6 +50,7 @@ from modalrec.models.base import Embeddings, Model
 from modalrec.models.homogeneous_graphs import edges_to_csr, max_pool_graph
 from modalrec.models.item_graphs import knn_normalized_graph
 from modalrec.models.missing_content import MissingEmbedding, masked_mean, warn_contentless
+from modalrec.models.raw_features import RawFeatures
 
 
 def spectral_filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -109,12 +109,10 @@ class SMORE(Model):
         d = cfg.embed_dim
         names = list(data.features)
         self.n_modalities = len(names)
-        raw = [torch.from_numpy(np.ascontiguousarray(data.features[m], dtype=np.float32)) for m in names]
-        if cfg.finetune_features:
-            self.raw = nn.ParameterList([nn.Parameter(r.clone()) for r in raw])
-        else:
-            for idx, r in enumerate(raw):
-                self.register_buffer(f"raw_{idx}", r, persistent=False)
+        self.features = RawFeatures(data, names, trainable=cfg.finetune_features)
+        raw = [
+            self.features[m].detach() for m in range(self.n_modalities)
+        ]  # [I, d_m] each, for the fixed graphs
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_users, d)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(data.n_items, d)))
         self.projections = nn.ModuleList([nn.Linear(r.shape[1], d) for r in raw])
@@ -149,9 +147,7 @@ class SMORE(Model):
 
     def raw_features(self, idx: int) -> torch.Tensor:
         """x^m of modality ``idx``: [I, d_m]."""
-        if self.cfg.finetune_features:
-            return self.raw[idx]
-        return getattr(self, f"raw_{idx}")
+        return self.features[idx]
 
     def graph(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """S^m for idx < M, the fused S^f for idx = M, with its transpose ([I, I] sparse CSR each)."""
