@@ -283,10 +283,18 @@ def test_cold_content_items_warn_once(caplog: pytest.LogCaptureFixture) -> None:
     both = Dataset(
         data.name, data.user_ids, data.item_ids, data.train, data.val, data.test, dict(data.features), masks
     )
-    with caplog.at_level(logging.WARNING, logger="modalrec.data"):
+    with caplog.at_level(logging.WARNING, logger="modalrec"):
         out = prepare_missing(both, "", "mask", seed=0)
-    lines = [r.getMessage() for r in caplog.records if "no content in any modality" in r.getMessage()]
-    assert len(lines) == 1 and "1 item(s)" in lines[0] and "'i2'" in lines[0] and "ID embeddings" in lines[0]
+        assert not [r for r in caplog.records if "no content" in r.getMessage()]  # the models say it, once
+        build_model(load_config(None, [], model_name="vbpr"), out, torch.device("cpu"))
+    lines = [r.getMessage() for r in caplog.records if "no content" in r.getMessage()]
+    assert len(lines) == 1 and "1 of 6 items" in lines[0] and "ID" in lines[0], lines
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="modalrec"):
+        imputed = prepare_missing(both, "", "mean", seed=0)
+        build_model(load_config(None, [], model_name="vbpr"), imputed, torch.device("cpu"))
+    lines = [r.getMessage() for r in caplog.records if "no content" in r.getMessage()]
+    assert len(lines) == 1 and "1 item(s)" in lines[0] and "'i2'" in lines[0] and "imputed (mean)" in lines[0]
     assert out.missing_summary == {
         "drop_modality": "",
         "fill": "mask",
@@ -338,6 +346,12 @@ def test_cli_drop_and_fill_end_to_end(tiny_folder: Path, tmp_path: Path) -> None
     assert main([*argv_z, "--set", "data.drop_modality=visual:0.3", "--set", "data.missing_fill=zeros"]) == 0
     info = json.loads((zeros / "metrics.json").read_text())["missing_content"]
     assert info["fill"] == "zeros" and info["missing_items"]["visual"] == 60  # counted before the zeros
+    rec = Recommender.from_run(zeros)  # serving fills a new item's missing row as the run did: zeros
+    feats = {"visual": np.ones((1, 16), np.float32), "textual": a.features["textual"][:1]}
+    assert rec.missing_fill == "zeros"
+    assert rec.add_items(["new"], feats, {"visual": np.array([False])}) == "zeros"
+    want = rec.model.item_embeddings_from_features({**feats, "visual": np.zeros((1, 16), np.float32)})
+    assert torch.allclose(rec.emb.items[-1], want[0], atol=1e-6)
 
 
 def test_api_trainer_applies_the_settings_to_a_given_dataset(tiny: Dataset, tmp_path: Path) -> None:
@@ -387,17 +401,26 @@ def _embed(
     return embed(features), False
 
 
-def test_partial_item_gets_the_catalogue_mean(tiny: Dataset) -> None:
+@pytest.mark.parametrize("fill", ["mask", "neighbours", "zeros"])
+def test_partial_item_is_filled_as_the_run_filled(tiny: Dataset, fill: str) -> None:
     cfg = load_config(None, [], model_name="lattice")
     torch.manual_seed(0)
-    rec = Recommender(build_model(cfg, tiny, torch.device("cpu")), tiny)
+    rec = Recommender(build_model(cfg, tiny, torch.device("cpu")), tiny, missing_fill=fill)
     text = tiny.features["textual"][:1]
     how = rec.add_items(
-        ["p"], {"visual": np.zeros((1, 16), np.float32), "textual": text}, {"visual": np.array([False])}
+        ["p"], {"visual": np.ones((1, 16), np.float32), "textual": text}, {"visual": np.array([False])}
     )
-    mean_row = tiny.features["visual"].mean(axis=0, keepdims=True)
-    want, masked = _embed(rec, {"visual": mean_row, "textual": text}, {"visual": [False], "textual": [True]})
-    assert how == ("catalogue mean, masked" if masked else "catalogue mean")
+    row = tiny.features["visual"].mean(axis=0, keepdims=True)
+    if fill == "zeros":  # the model was trained on zero rows for missing items: it gets one, unmasked
+        row = np.zeros_like(row)
+    feats = {"visual": row, "textual": text}
+    if fill == "mask":
+        want, masked = _embed(rec, feats, {"visual": [False], "textual": [True]})
+    else:  # imputed and zero rows were content in training: the model is not told
+        want, masked = rec.model.item_embeddings_from_features(feats), False
+    assert how == {"mask": "catalogue mean, masked" if masked else "catalogue mean"}.get(
+        fill, "zeros" if fill == "zeros" else "catalogue mean"
+    )
     assert torch.allclose(rec.emb.items[-1], want[0], atol=1e-5)
     with pytest.raises(Exception, match="no content in any modality"):
         rec.add_items(
@@ -410,7 +433,7 @@ def test_partial_item_gets_the_catalogue_mean(tiny: Dataset) -> None:
 def test_mask_aware_model_is_given_the_masks(tiny: Dataset) -> None:
     cfg = load_config(None, [], model_name="lattice")
     model = _MaskAwareLATTICE(tiny, build_model(cfg, tiny, torch.device("cpu")).cfg)
-    rec = Recommender(model, tiny)
+    rec = Recommender(model, tiny, missing_fill="mask")
     feats = {"visual": np.zeros((2, 16), np.float32), "textual": tiny.features["textual"][:2]}
     how = rec.add_items(["a", "b"], feats, {"visual": np.array([True, False])})
     assert how == "catalogue mean, masked"
@@ -428,7 +451,7 @@ def test_service_accepts_partial_items(tiny: Dataset) -> None:
 
     cfg = load_config(None, [], model_name="lattice")
     torch.manual_seed(0)
-    rec = Recommender(build_model(cfg, tiny, torch.device("cpu")), tiny)
+    rec = Recommender(build_model(cfg, tiny, torch.device("cpu")), tiny, missing_fill="mask")
     client = TestClient(create_app(rec))
     vis = tiny.features["visual"][0].tolist()
     txt = tiny.features["textual"][0].tolist()

@@ -166,7 +166,8 @@ class Estimator:
         self.data_ = data
         self.metrics_ = metrics
         self.history_ = history
-        self._recommender = Recommender(self.model_.cpu(), data)
+        fill = self.config_.data.missing_fill if self.config_ is not None else None
+        self._recommender = Recommender(self.model_.cpu(), data, fill)
 
     # ---- using a fitted model ---------------------------------------------------------------------------------
     @property

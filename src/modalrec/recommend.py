@@ -17,6 +17,7 @@ import torch
 from modalrec.checkpoint import load_checkpoint, load_state
 from modalrec.config import config_from_dict
 from modalrec.data.dataset import Dataset
+from modalrec.data.missing import FILLS
 from modalrec.data.source import dataset_from_config, prepared
 from modalrec.errors import ModalrecError
 from modalrec.models import build_model
@@ -118,9 +119,17 @@ def _check_synthetic_size(cfg: Any, ckpt: dict[str, Any], run: Path) -> None:
 class Recommender:
     """Serve top-K recommendations from a trained model (embeddings computed once)."""
 
-    def __init__(self, model: Model, data: Dataset) -> None:
+    def __init__(self, model: Model, data: Dataset, missing_fill: str | None = None) -> None:
+        """``missing_fill`` is the run's ``data.missing_fill``: it decides how ``add_items`` fills a new item's
+        missing modality so that the model sees what it saw in training (see ``add_items``). None: "mask" when
+        ``data`` still carries presence masks (the model was built on them), else "neighbours"."""
+        if missing_fill is None:
+            missing_fill = "mask" if data.feature_masks else "neighbours"
+        if missing_fill not in FILLS:
+            raise ModalrecError(f"missing_fill must be one of {'|'.join(FILLS)}, not {missing_fill!r}")
         self.model = model.eval()
         self.data = data
+        self.missing_fill = missing_fill
         with torch.no_grad():
             self.emb: Embeddings = model()
         self._item_unit: torch.Tensor | None = None
@@ -133,8 +142,8 @@ class Recommender:
         cls, run_dir: str | Path, data_path: str | None = None, data: Dataset | None = None
     ) -> Recommender:
         """Load a finished run folder (see ``load_run`` for where the data comes from)."""
-        model, data, _ = load_run(run_dir, data_path, data)
-        return cls(model, data)
+        model, data, cfg = load_run(run_dir, data_path, data)
+        return cls(model, data, str((cfg.get("data") or {}).get("missing_fill") or "neighbours"))
 
     def _user(self, raw: object) -> int:
         try:
@@ -169,14 +178,19 @@ class Recommender:
         for an id that already exists or a row count that does not match ``raw_ids``.
 
         Items may lack modalities: ``present`` maps a modality to bool [n_new] (True = the item has it; a
-        modality not named is present for all). A missing row is never a silent zero: it takes the mean of the
-        catalogue items that have the modality (what a run's "neighbours" or "mean" fill gives an item without
-        interactions), and the masks are passed on to models whose ``item_embeddings_from_features`` accepts
-        ``present``, so they can treat the row as missing.
+        modality not named is present for all). A missing row is filled the way the run filled its own missing
+        rows (``missing_fill``), so the model sees what it was trained on:
+
+        * "neighbours" or "mean": the mean of the catalogue items (a new item has no interactions, so it has no
+          neighbours to impute from); the model is not told, as in training, where imputed rows were content;
+        * "mask": the catalogue mean, and the masks are passed on to models whose
+          ``item_embeddings_from_features`` accepts ``present``, so they treat the row as missing (their learned
+          missing vector, fusion over the present modalities);
+        * "zeros": a zero row, as the run fed its own missing items.
 
         Returns:
-            how missing content was handled: "none" (nothing missing), "catalogue mean" or
-            "catalogue mean, masked" (the model was also given the masks).
+            how missing content was handled: "none" (nothing missing), "catalogue mean",
+            "catalogue mean, masked" (the model was also given the masks) or "zeros".
         """
         ids = [str(r) for r in raw_ids]
         if not ids:
@@ -197,7 +211,9 @@ class Recommender:
                     f"item {ids[empty[0]]!r} has no content in any modality; a new item needs some"
                 )
         embed: Any = self.model.item_embeddings_from_features  # ``present`` only where the model takes it
-        masked = bool(present) and "present" in inspect.signature(embed).parameters
+        masked = (
+            bool(present) and self.missing_fill == "mask" and "present" in inspect.signature(embed).parameters
+        )
         new = (embed(features, present=present) if masked else embed(features)).detach().to(self.emb.items)
         if new.shape != (len(ids), self.emb.items.shape[1]):
             raise ModalrecError(f"the model returned item embeddings of shape {tuple(new.shape)}")
@@ -213,13 +229,15 @@ class Recommender:
         self._item_unit = None
         if not present:
             return "none"
+        if self.missing_fill == "zeros":
+            return "zeros"
         return "catalogue mean, masked" if masked else "catalogue mean"
 
     def _fill_missing_rows(
         self, features: dict[str, np.ndarray], present: dict[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Features with each missing row replaced by the catalogue mean, and the masks of modalities with a
-        missing row (an empty dict when no new item lacks anything)."""
+        """Features with each missing row filled (catalogue mean, or zeros under the "zeros" fill), and the masks
+        of every modality when some new item lacks one (an empty dict when no new item lacks anything)."""
         filled, masks = dict(features), {}
         for name, mask in present.items():
             mask = np.asarray(mask, dtype=bool)
@@ -229,9 +247,11 @@ class Recommender:
                 continue
             if name not in self.data.features:
                 raise ModalrecError(f"unknown modality '{name}'; this model uses {self.data.modalities}")
-            catalogue = self.data.features[name][self.data.present(name)]
             rows = np.array(features[name], dtype=np.float32)
-            rows[~mask] = catalogue.mean(axis=0)
+            if self.missing_fill == "zeros":
+                rows[~mask] = 0.0
+            else:  # under an imputing fill every catalogue row is content (imputed rows included)
+                rows[~mask] = self.data.features[name][self.data.present(name)].mean(axis=0)
             filled[name], masks[name] = rows, mask
         if masks:  # models that take masks get one for every modality
             n = len(next(iter(features.values())))

@@ -23,8 +23,9 @@ A dataset records which items have which modality in ``Dataset.feature_masks`` (
 
 * :func:`prepare_missing` applies both for a run and records what was done in ``Dataset.missing_summary``.
 
-Items that lack every modality are cold-content items: :func:`fill_missing` logs one warning with their count;
-models fall back to the items' ID embeddings for them.
+Items that lack every modality are cold-content items. Under an imputing fill :func:`fill_missing` logs one
+warning with their count; under ``mask`` each content model logs it once, for the modalities it reads, and falls
+back to the items' ID embeddings for them.
 """
 
 from __future__ import annotations
@@ -137,15 +138,18 @@ def fill_missing(data: Dataset, how: str = "neighbours") -> Dataset:
     Returns:
         ``data`` itself when nothing is missing or ``how`` is "mask", else a new Dataset without masks: for
         "neighbours" and "mean" the missing rows hold imputed content, for "zeros" they are zero.
-        Logs one warning when some items lack every modality (cold-content items).
+        Logs one warning when some items lack every modality (cold-content items) and ``how`` imputes content;
+        under "mask" the models report them.
     """
     if how not in FILLS:
         raise ConfigError(f"data.missing_fill must be one of {'|'.join(FILLS)}, not {how!r}")
     if not data.feature_masks:
         return data
-    warn_cold_content(data, how)
     if how == "mask":
+        # each content model says itself how many of the items it reads have no content
+        # (models.missing_content.warn_contentless): a second, data-level line would repeat it
         return data
+    warn_cold_content(data, how)
     features = dict(data.features)
     if how == "zeros":
         for name in data.feature_masks:

@@ -8,9 +8,9 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 * ``GET /similar?item=I&k=K`` - items with the most similar final embeddings (cosine).
 * ``POST /items`` ``{"items": [{"id": "new-1", "features": {"visual": [...], ...}}]}`` - embed new items from
   their content; they are recommendable at once. Only for models implementing ``item_embeddings_from_features``
-  (501 otherwise). An item may lack modalities (key absent or ``null``), not all of them: its missing vector
-  takes the mean of the catalogue items that have that modality, and models that accept presence masks are told
-  it is missing; the response names what each item lacked and how it was filled.
+  (501 otherwise). An item may lack modalities (key absent or ``null``), not all of them: its missing vector is
+  filled as the run filled its own missing items (``Recommender.add_items``); the response names what each item
+  lacked and how it was filled.
 
 Errors: unknown user/item -> 404, invalid parameters or malformed JSON -> 422, an item id that exists -> 409,
 a model that cannot embed content -> 501; each with ``{"detail": "<message>"}``. Requests never name files.
@@ -82,8 +82,8 @@ class NewItemsResponse(BaseModel):
     )
     missing_fill: str = Field(
         "none",
-        description="how missing vectors were filled: 'none', 'catalogue mean', or 'catalogue mean, masked' when "
-        "the model was also told which vectors are missing",
+        description="how missing vectors were filled, as the run filled its own missing items: 'none', "
+        "'catalogue mean', 'catalogue mean, masked' (the model was also told which vectors are missing) or 'zeros'",
     )
 
 
