@@ -14,6 +14,7 @@ stopping and data parallelism are callbacks (:mod:`modalrec.callbacks`, docs/arc
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -208,6 +209,13 @@ class Trainer:
                 extra[cb.state_key] = cb.state_dict()
         return self.payload(self.model.state_dict(), st.epoch, extra)
 
+    def _model_settings(self) -> dict[str, Any]:
+        """{"name": model, hyper-parameter: value, ...} for every field of the model's Config (defaults included)."""
+        values = getattr(self.model, "cfg", None)
+        if values is None or not dataclasses.is_dataclass(values) or isinstance(values, type):
+            return dict(self.cfg.model)
+        return {"name": self.cfg.model_name, **json.loads(json.dumps(dataclasses.asdict(values), default=str))}
+
     def evaluate_split(self, split: str, per_user: bool = False) -> Metrics:
         """Evaluate the model on ``split`` through the callbacks' ``around_evaluation``."""
 
@@ -400,7 +408,8 @@ class Trainer:
             "valid": {k: v for k, v in valid.items() if k not in ("per_user", "user_index")},
             "test": {k: v for k, v in test.items() if k not in ("per_user", "user_index")},
             "test_groups": group_breakdown(test, self.data, cfg.eval.group_bins),
-            "model_config": dict(cfg.model),
+            # every hyper-parameter the model was built with (defaults included): what the results registry records
+            "model_config": self._model_settings(),
             # drop/fill settings and the items lacking each modality (before filling); see data.missing
             "missing_content": self.data.missing_summary,
         }

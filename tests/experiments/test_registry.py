@@ -133,6 +133,36 @@ def test_merge_rule(compared: tuple[Path, Path], tmp_path: Path, capsys: pytest.
     assert replaced["seeds"] == [0] and replaced["config"]["train"]["epochs"] == 3
 
 
+def test_entries_record_every_hyper_parameter(
+    compared: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry holds every model setting as the run was built with it, defaults included, so runs made before a
+    default changed are not averaged with runs made after it."""
+    from modalrec.models.mf import MF
+
+    out, registry = compared
+    e = _entry(registry, "mf")
+    assert e["config"]["model"] == {"name": "mf", **MF.Config().__dict__}  # nothing set, every field recorded
+    metrics = json.loads((out / "runs" / "mf" / "seed0" / "metrics.json").read_text())
+    assert metrics["model_config"] == e["config"]["model"]  # what the run itself wrote
+    # a run built when a default was different: its metrics.json says so; importing it is refused
+    reg = tmp_path / "results"
+    shutil.copytree(registry, reg)
+    old = tmp_path / "old"
+    shutil.copytree(out / "runs" / "mf" / "seed0", old)
+    (old / "experiment.yaml").unlink()
+    changed = {**metrics["model_config"], "reg_weight": 0.5}
+    (old / "metrics.json").write_text(json.dumps({**metrics, "model_config": changed}))
+    capsys.readouterr()
+    assert main(["report", "--registry", str(reg), "--add", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"model.reg_weight: {MF.Config().reg_weight} -> 0.5" in err
+    # a run that predates the record (only the settings it set): the others are read at today's defaults
+    (old / "metrics.json").write_text(json.dumps({**metrics, "model_config": {"name": "mf"}}))
+    assert main(["report", "--registry", str(reg), "--add", str(old)]) == 0
+    assert json.loads((reg / "synthetic" / "standard" / "mf.json").read_text())["config"] == e["config"]
+
+
 def _p_two_seeds(a: list[float], b: list[float]) -> float:
     """Paired t-test by hand: t = mean(d) / (sd(d) / sqrt(n)); with n = 2 (one degree of freedom, a Cauchy
     distribution) the two-sided p-value is 1 - (2 / pi) * atan(|t|)."""

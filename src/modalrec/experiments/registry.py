@@ -4,7 +4,9 @@ Layout: ``<registry>/<dataset>/<protocol>/<label>.json`` (e.g. ``results/tiktok/
 model (or ablation variant) x dataset x evaluation protocol. An entry holds the model and its label, the dataset's
 name, sizes, modalities and content hash, the protocol, the seeds with each seed's test and validation metrics,
 best epoch, seconds per epoch and split hash, the mean and sample std of every test metric, the resolved settings
-(``config``), the command that produced it, the package version and the date it was written.
+(``config``: every model hyper-parameter, as the run was built with it; runs whose metrics.json predates that record
+read the values they did not set at today's defaults), the command that produced it, the package version and the
+date it was written.
 
 Merge rule: writing runs into an existing entry adds their seeds (a seed already there is replaced by the new run)
 only when the entry describes the same experiment: the same model, the same settings (every config key except
@@ -19,6 +21,7 @@ and checked on reading, so an entry edited by hand is refused rather than render
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -253,12 +256,37 @@ def read_registry(registry: Path, dataset: str, protocol: str) -> dict[str, tupl
 # ---- building entries from runs -------------------------------------------------------------------------------
 
 
-def recorded_config(raw: dict[str, Any]) -> dict[str, Any]:
-    """A run config in today's canonical form (settings added since take their defaults), minus NOT_RECORDED."""
+def resolved_model(section: dict[str, Any]) -> dict[str, Any]:
+    """A config's model section with every hyper-parameter of the model's Config, today's default where unset.
+
+    Recording every value (not only those a run set) keeps an entry's meaning when a default changes later: runs
+    made before and after the change differ in their recorded settings and are not averaged into one row.
+    """
+    from modalrec.models import MODELS, model_config
+
+    name = section.get("name")
+    if not isinstance(name, str) or name not in MODELS:
+        return dict(section)
+    try:
+        cfg = model_config(MODELS[name], section)
+    except ConfigError:
+        return dict(section)  # a setting that no longer exists: keep it as written (and differ)
+    values = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
+    return {"name": name, **json.loads(json.dumps(values, default=str))}  # tuples as lists, as read back
+
+
+def recorded_config(raw: dict[str, Any], model_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run config in today's canonical form (settings added since take their defaults), minus NOT_RECORDED.
+
+    The model section holds every hyper-parameter (:func:`resolved_model`): ``model_settings`` (the values the
+    run was built with, as its metrics.json records them) win over today's defaults.
+    """
     try:
         canonical = dict(load_config_from_dict(raw).to_dict())
     except ConfigError:
         canonical = json.loads(json.dumps(raw))  # a setting that no longer exists: keep it as written
+    if isinstance(canonical.get("model"), dict):
+        canonical["model"] = resolved_model({**canonical["model"], **(model_settings or {})})
     for key in NOT_RECORDED:
         node: Any = canonical
         for part in key[:-1]:
@@ -361,7 +389,8 @@ def entry_from_run(
     }
     proto = m.get("protocol")
     protocol: dict[str, Any] = dict(proto) if isinstance(proto, dict) else {"name": str(proto)}
-    return Entry(record.label, record.model, dataset, protocol, recorded_config(raw), [run])
+    settings = m.get("model_config") if isinstance(m.get("model_config"), dict) else None
+    return Entry(record.label, record.model, dataset, protocol, recorded_config(raw, settings), [run])
 
 
 def _metrics(d: object) -> dict[str, float]:
