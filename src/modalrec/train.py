@@ -214,7 +214,10 @@ class Trainer:
         values = getattr(self.model, "cfg", None)
         if values is None or not dataclasses.is_dataclass(values) or isinstance(values, type):
             return dict(self.cfg.model)
-        return {"name": self.cfg.model_name, **json.loads(json.dumps(dataclasses.asdict(values), default=str))}
+        return {
+            "name": self.cfg.model_name,
+            **json.loads(json.dumps(dataclasses.asdict(values), default=str)),
+        }
 
     def evaluate_split(self, split: str, per_user: bool = False) -> Metrics:
         """Evaluate the model on ``split`` through the callbacks' ``around_evaluation``."""

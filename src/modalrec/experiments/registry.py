@@ -271,7 +271,8 @@ def resolved_model(section: dict[str, Any]) -> dict[str, Any]:
         cfg = model_config(MODELS[name], section)
     except ConfigError:
         return dict(section)  # a setting that no longer exists: keep it as written (and differ)
-    values = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
+    is_instance = dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)
+    values = dataclasses.asdict(cfg) if is_instance else dict(vars(cfg))
     return {"name": name, **json.loads(json.dumps(values, default=str))}  # tuples as lists, as read back
 
 
