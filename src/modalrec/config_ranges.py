@@ -115,8 +115,6 @@ _POSITIVE_INT_FIELDS = [
     "chunk_size",
     "cl_chunk",
     "relation_chunk",
-    "d_columns",
-    "d_steps",
     "n_routing",
     "layer_sizes",
     "kmeans_iters",
@@ -144,6 +142,8 @@ _POSITIVE_FIELDS = [
 
 MODEL: dict[str, Range] = {
     **{name: POSITIVE_INT for name in _POSITIVE_INT_FIELDS},
+    "d_columns": NONNEG,  # MMSSL: 0 = every item column
+    "d_steps": NONNEG,  # MMSSL: 0 = an untrained discriminator (the ablation's control)
     **{name: PROBABILITY for name in _PROBABILITY_FIELDS},
     **{name: POSITIVE for name in _POSITIVE_FIELDS},
     "keep_rate": FRACTION,

@@ -370,6 +370,25 @@ def test_one_batchnorm_call_keeps_the_gap_that_two_calls_erase() -> None:
     assert abs(float(joint[:16].mean() - joint[16:].mean())) > 0.1
 
 
+def test_untrained_critic_control_d_steps_0(tiny: Dataset) -> None:
+    """`--set model.d_steps=0` (the ablation's untrained-D control) is accepted: D keeps its initial weights while
+    the generator still trains against it; a negative count is refused with the key named."""
+    cfg = load_config(None, ["model.d_steps=0", "model.d_columns=0"], model_name="mmssl")
+    assert cfg.model["d_steps"] == 0 and cfg.model["d_columns"] == 0
+    with pytest.raises(ConfigError, match=r"model\.d_steps must be an integer >= 0, got -1"):
+        load_config(None, ["model.d_steps=-1"], model_name="mmssl")
+    torch.manual_seed(0)
+    model = MMSSL(tiny, MMSSL.Config(d_steps=0))
+    opts = model.configure_optimizers(TrainSettings())
+    batch = next(iter(BPRSampler(tiny.train, 128, seed=0, mode="users").epoch(0)))
+    d_before = [p.detach().clone() for p in model.discriminator.parameters()]  # type: ignore[union-attr]
+    e_before = model.user_emb.detach().clone()
+    out = model.train_step(batch, opts)
+    assert out["adv_g"] != 0.0  # L_G still reaches the generator
+    assert all(torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters(), strict=True))  # type: ignore[union-attr]
+    assert not torch.equal(e_before, model.user_emb)
+
+
 def test_mmssl_critic_gap_turns_positive_with_d_steps(tiny: Dataset) -> None:
     torch.manual_seed(0)
     model = MMSSL(tiny, MMSSL.Config(d_lr=3e-3))
