@@ -237,6 +237,8 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
         values = raw.get(section, {}) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"'{section}' must be a mapping")
+        if section == "train":  # the model's own training defaults, below anything the run sets
+            values = {**MODELS[name].train_defaults, **values}
         set_fields(getattr(cfg, section), values, section + ".")
     if "seed" in raw:
         cfg.seed = coerce(raw["seed"], int, "seed")

@@ -291,7 +291,7 @@ def test_finished_run_is_not_overwritten_and_resume_must_match(
     fails_cleanly(["-q", *base, "--model", "lightgcn"], capsys, "holds a finished run; pass --overwrite")
     fails_cleanly(["-q", *base, "--model", "mf", "--resume"], capsys, "model.name: 'lightgcn' -> 'mf'")
     fails_cleanly(
-        ["-q", *base, "--model", "lightgcn", "--resume", "--set", "train.lr=0.01"], capsys, "train.lr"
+        ["-q", *base, "--model", "lightgcn", "--resume", "--set", "train.lr=0.05"], capsys, "train.lr"
     )
     fails_cleanly(["-q", *base, "--model", "lightgcn", "--resume", "--seed", "5"], capsys, "seed: 0 -> 5")
     assert snapshot(finished) == before  # config.yaml included: nothing rewritten by refused attempts

@@ -84,12 +84,16 @@ class Model(nn.Module):
         modalities: ``()`` for ID-only models, ``"any"`` for models using any non-empty set of modalities,
             ``"optional"`` for models that use modalities when present.
         trainable: False for models with nothing to learn (e.g. ItemKNN).
+        train_defaults: ``train.*`` values this model trains with unless the run sets them (config file,
+            ``--set`` or a compare config's train section), e.g. ``{"lr": 5e-3}``; the recorded config holds
+            the value used. Empty: the trainer's defaults (``TrainConfig``).
     """
 
     name: ClassVar[str] = "base"
     modalities: ClassVar[tuple[str, ...] | str] = ()
     trainable: ClassVar[bool] = True
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     @dataclass
     class Config:
