@@ -52,24 +52,19 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
 from modalrec.graph import normalized_adjacency, sparse_mm
-from modalrec.losses import bpr_loss, nce_block
+from modalrec.losses import bpr_loss
 from modalrec.models.base import Embeddings, Model, TrainSettings
+from modalrec.models.diffmm_contrast import contrast
 from modalrec.models.diffmm_parts import (
     Denoiser,
     DiffusionSchedule,
+    ReverseChain,
     diffusion_losses,
-    generate_topk,
     generated_adjacency,
 )
 from modalrec.models.missing_content import MissingEmbedding, content_rows, warn_contentless
 from modalrec.models.mmssl_parts import interaction_block
 from modalrec.optim import Adam
-
-
-def contrast(a: torch.Tensor, b: torch.Tensor, nodes: torch.Tensor, temperature: float) -> torch.Tensor:
-    """InfoNCE of rows ``nodes`` of a [N, d] against the same rows of b [N, d], all N rows of b as candidates."""
-    a_n, b_n = F.normalize(a, dim=1), F.normalize(b, dim=1)
-    return nce_block(a_n[nodes], b_n[nodes], b_n, temperature, True) / max(1, len(nodes))
 
 
 class DiffMM(Model):
@@ -314,9 +309,10 @@ class DiffMM(Model):
             ids = self.item_emb.detach()
             for block in self._user_blocks(shuffle=True):
                 x0 = self._rows(block)
+                x0_ids = x0 @ ids  # L_msi's target, shared by the modalities
                 loss = x0.new_zeros(())
                 for den, f in zip(self._denoisers(), feats, strict=True):
-                    elbo, msi = diffusion_losses(self.schedule, den, x0, f, ids)
+                    elbo, msi = diffusion_losses(self.schedule, den, x0, f, x0_ids)
                     loss = loss + elbo + cfg.msi_weight * msi
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -330,11 +326,11 @@ class DiffMM(Model):
     def regenerate(self) -> None:
         """G^m from the current denoisers: each user's top-k items of the generated row (Sec. 3.2 inference)."""
         for m, den in enumerate(self._denoisers()):
+            chain = ReverseChain(self.schedule, den)  # prepared once per denoiser, reused by every block
             for block in self._user_blocks(shuffle=False):
-                top = generate_topk(
-                    self.schedule, den, self._rows(block), self.rebuild_k, self.cfg.sampling_steps
+                self.user_top[m, block] = chain.topk(
+                    self._rows(block), self.rebuild_k, self.cfg.sampling_steps
                 )
-                self.user_top[m, block] = top
         # a fresh edge-dropout draw for each regenerated graph, reproducible from the stored seed
         self.graph_seed.add_(self.n_modalities)
 
