@@ -3,11 +3,17 @@ carried in the denoiser's hidden space, and the InfoNCE over a batch's distinct 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from modalrec.data import Dataset
+from modalrec.errors import ConfigError
 from modalrec.losses import nce_block
+from modalrec.models.base import TrainSettings
+from modalrec.models.diffmm import DiffMM
 from modalrec.models.diffmm_contrast import contrast
 from modalrec.models.diffmm_parts import Denoiser, DiffusionSchedule, ReverseChain, reverse_rows_direct
 
@@ -71,3 +77,21 @@ def test_contrast_over_distinct_nodes_matches_every_row(temperature: float) -> N
     a_n, b_n = F.normalize(a, dim=1), F.normalize(b, dim=1)
     logits = (a_n[5] @ b_n.T) / temperature
     torch.testing.assert_close(contrast(a, b, one, temperature), -torch.log_softmax(logits, 0)[5])
+
+
+def test_diffusion_blocks_caps_the_denoiser_updates(tiny: Dataset) -> None:
+    """300 users in blocks of 128: a full pass steps each denoiser 3 times, ``diffusion_blocks=1`` once; both
+    regenerate every user's graph."""
+    for cap, steps in ((0, 3), (1, 1)):
+        torch.manual_seed(0)
+        model = DiffMM(
+            tiny, replace(DiffMM.Config(), denoiser_hidden=(16,), diffusion_batch=128, diffusion_blocks=cap)
+        )
+        opts = model.configure_optimizers(TrainSettings(lr=1e-3))
+        top_before = model.user_top.clone()
+        model.diffusion_epoch(opts[1])
+        assert {int(s["step"]) for s in opts[1].state.values()} == {steps}
+        assert len(opts[1].state) == len(list(model.denoisers.parameters()))
+        assert (model.user_top != top_before).any(dim=2).any(dim=0).float().mean() > 0.5
+    with pytest.raises(ConfigError):
+        DiffMM(tiny, replace(DiffMM.Config(), diffusion_blocks=-1))

@@ -110,6 +110,9 @@ class DiffMM(Model):
         keep_rate: float = 0.5  # edge keep-probability applied to each regenerated G^m (official keepRate)
         diffusion_batch: int = 1024  # users per denoiser block (rows of [block, I])
         rebuild_every: int = 1  # train the denoisers and regenerate G^m every this many epochs
+        # denoiser updates per pass: 0 = one per block of all users (official); n > 0 = the first n blocks of the
+        # pass's random order, a cheaper pass for very large data (regeneration still covers every user)
+        diffusion_blocks: int = 0
 
     user_top: torch.Tensor
     graph_seed: torch.Tensor
@@ -171,6 +174,8 @@ class DiffMM(Model):
             )
         if cfg.cl_mode not in ("main", "pairwise"):
             raise ConfigError(f"diffmm cl_mode must be 'main' or 'pairwise', not {cfg.cl_mode!r}")
+        if cfg.diffusion_blocks < 0:
+            raise ConfigError(f"diffmm diffusion_blocks must be >= 0, got {cfg.diffusion_blocks}")
         if cfg.rebuild_k < 1 or cfg.steps < 1 or cfg.rebuild_every < 1:
             raise ConfigError("diffmm rebuild_k, steps and rebuild_every must be >= 1")
         if not 0.0 < cfg.keep_rate <= 1.0:
@@ -295,7 +300,7 @@ class DiffMM(Model):
         return interaction_block(self.indptr, self.indices, users, None, self.n_items)
 
     def diffusion_epoch(self, opt: Adam | None) -> dict[str, float]:
-        """One pass of denoiser updates over all users in blocks (L_gd per modality, summed), then regenerate G^m.
+        """One pass of denoiser updates over all users in blocks (L_gd per modality), then regenerate G^m.
 
         F^m and E enter L_msi detached, so these steps change only the denoisers. Returns the mean L_gd.
         """
@@ -307,17 +312,22 @@ class DiffMM(Model):
             with torch.no_grad():
                 feats = [f.detach() for f in self.features()]
             ids = self.item_emb.detach()
-            for block in self._user_blocks(shuffle=True):
+            blocks = self._user_blocks(shuffle=True)
+            if cfg.diffusion_blocks > 0:
+                blocks = blocks[: cfg.diffusion_blocks]
+            for block in blocks:
                 x0 = self._rows(block)
                 x0_ids = x0 @ ids  # L_msi's target, shared by the modalities
-                loss = x0.new_zeros(())
                 for den, f in zip(self._denoisers(), feats, strict=True):
+                    # Each denoiser's gradient comes from its own L_gd only, and Adam updates each parameter on
+                    # its own, so stepping one denoiser at a time is the joint step; it frees that denoiser's
+                    # activations and gradients ([block, I] and |I|-sized) before the next one's are made.
                     elbo, msi = diffusion_losses(self.schedule, den, x0, f, x0_ids)
-                    loss = loss + elbo + cfg.msi_weight * msi
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
+                    loss = elbo + cfg.msi_weight * msi
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach())
                 n_blocks += 1
         self.regenerate()
         return {"diffusion": total / max(1, n_blocks)}
