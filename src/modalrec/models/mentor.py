@@ -128,7 +128,11 @@ class ChannelEncoder(nn.Module):
             if hop:
                 h = sparse_mm(adj, h)
             if noise > 0:
-                h = h + torch.sign(h) * F.normalize(torch.rand_like(h), dim=1) * noise
+                # sign() has zero derivative, so the perturbation is a constant for autograd: formed without a
+                # graph it leaves the gradient unchanged and keeps none of its [N, d] temporaries alive
+                with torch.no_grad():
+                    delta = torch.sign(h) * F.normalize(torch.rand_like(h), dim=1) * noise
+                h = h + delta
             out = out + h
         return out
 
