@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from modalrec.data import Dataset
 from modalrec.errors import ConfigError
 from modalrec.losses import nce_block
+from modalrec.models import diffmm_contrast
 from modalrec.models.base import TrainSettings
 from modalrec.models.diffmm import DiffMM
 from modalrec.models.diffmm_contrast import contrast
@@ -54,8 +55,12 @@ def test_reverse_chain_direct_where_the_input_is_not_linear() -> None:
         assert torch.equal(chain.rows(x0, 0), reverse_rows_direct(schedule, den, x0, 0))
 
 
+@pytest.mark.parametrize("block", [1 << 24, 60])  # 60 elements over 30 candidates: two anchors per block
 @pytest.mark.parametrize("temperature", [0.5, 0.02])  # 0.02: 1/τ = 50, the shifted general path
-def test_contrast_over_distinct_nodes_matches_every_row(temperature: float) -> None:
+def test_contrast_over_distinct_nodes_matches_every_row(
+    temperature: float, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(diffmm_contrast, "BLOCK_ELEMENTS", block)
     torch.manual_seed(0)
     a = torch.randn(30, 8, requires_grad=True)
     b = torch.randn(30, 8, requires_grad=True)

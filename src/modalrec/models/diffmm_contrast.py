@@ -6,10 +6,10 @@ For rows ``nodes`` of two [N, d] embeddings a and b, rows unit-normalised and al
 
 A batch of interactions repeats users (on Tiktok about 60 % of a 1,024-pair batch's user slots are repeats) and
 popular items; a repeated node adds the very same term again, so the sum is taken once per distinct node,
-weighted by its multiplicity. The [c, N] block of exponentiated logits is used for both gradient products while
-it exists (three products of that size, one exp), and only their [c, d] and [N, d] results are kept for the
-backward pass, never the block. Same value and gradients as ``losses.nce_block`` over the repeated rows, float32
-rounding aside (tests/models/test_diffmm_speed.py).
+weighted by its multiplicity. Each block of exponentiated logits (at most ``BLOCK_ELEMENTS``, anchors in row
+blocks) is used for both gradient products while it exists (three products of its size, one exp), and only their
+[c, d] and [N, d] results are kept for the backward pass, never a block. Same value and gradients as
+``losses.nce_block`` over the repeated rows, float32 rounding aside (tests/models/test_diffmm_speed.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from modalrec.losses import MAX_UNSHIFTED_LOGIT, nce_block
+
+# Elements of one block of exponentiated logits (64 MiB in float32): anchors are taken in row blocks of this size,
+# so a catalogue of 100k users costs ~160 anchors per block rather than one [batch, N] block.
+BLOCK_ELEMENTS = 1 << 24
 
 
 class _WeightedUnitNce(torch.autograd.Function):
@@ -29,17 +33,25 @@ class _WeightedUnitNce(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, positives, candidates, counts, inv_tau):
-        block = torch.mm(a * inv_tau, candidates.T).exp_()  # [c, N]
-        lse = block.sum(dim=1).log_()
-        pos = (a * positives).sum(dim=1).mul_(inv_tau)
         need_a, need_p, need_c = ctx.needs_input_grad[:3]
-        weights = torch.exp(-lse).mul_(counts).unsqueeze(1)  # [c, 1]: w_i / Σ_j exp(l_ij)
-        grad_a = grad_c = None
-        if need_a:
-            grad_a = torch.mm(block, candidates).mul_(weights).sub_(positives * counts.unsqueeze(1))
-        if need_c:
-            grad_c = torch.mm(block.T, a * weights)
-        del block
+        rows = max(1, BLOCK_ELEMENTS // max(1, candidates.shape[0]))  # anchors per [rows, N] block
+        lse = a.new_empty(a.shape[0])
+        grad_a = torch.empty_like(a) if need_a else None
+        grad_c = torch.zeros_like(candidates) if need_c else None
+        for start in range(0, a.shape[0], rows):
+            end = min(start + rows, a.shape[0])
+            a_blk, n_blk = a[start:end], counts[start:end].unsqueeze(1)
+            block = torch.mm(a_blk * inv_tau, candidates.T).exp_()  # [rows, N]
+            lse[start:end] = block.sum(dim=1).log_()
+            weights = torch.exp(-lse[start:end]).unsqueeze(1).mul_(n_blk)  # w_i / Σ_j exp(l_ij)
+            if grad_a is not None:
+                grad_a[start:end] = (
+                    torch.mm(block, candidates).mul_(weights).sub_(positives[start:end] * n_blk)
+                )
+            if grad_c is not None:
+                grad_c.addmm_(block.T, a_blk * weights)
+            del block
+        pos = (a * positives).sum(dim=1).mul_(inv_tau)
         ctx.save_for_backward(grad_a, grad_c, a * counts.unsqueeze(1) if need_p else None)
         ctx.inv_tau = inv_tau
         return ((lse - pos) * counts).sum()
