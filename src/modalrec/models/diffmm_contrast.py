@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from modalrec.dispatch import use_fast_path
 from modalrec.losses import MAX_UNSHIFTED_LOGIT, nce_block
 
 # Elements of one block of exponentiated logits (64 MiB in float32): anchors are taken in row blocks of this size,
@@ -73,7 +74,9 @@ def contrast(a: torch.Tensor, b: torch.Tensor, nodes: torch.Tensor, temperature:
     """InfoNCE of rows ``nodes`` [B] (repeats allowed) of a [N, d] against the same rows of b [N, d], all N rows
     of b as candidates, cosine similarities; the mean over the B entries of ``nodes``."""
     b_n = F.normalize(b, dim=1)
-    if 1.0 / temperature > MAX_UNSHIFTED_LOGIT:  # logits could overflow exp: the shifted general path
+    # the general path: off the CPU or with the reference kernels forced (plain autograd inside nce_block), and
+    # where the logits could overflow exp (it shifts by the row maximum)
+    if 1.0 / temperature > MAX_UNSHIFTED_LOGIT or not use_fast_path(a, b):
         a_n = F.normalize(a.index_select(0, nodes), dim=1)
         return nce_block(a_n, b_n.index_select(0, nodes), b_n, temperature, True) / max(1, len(nodes))
     uniq, counts = torch.unique(nodes, return_counts=True)
