@@ -74,7 +74,13 @@ def dataset_label(data: str) -> str:
 
 
 def run_one(
-    model: str, data: str, epochs: int, threads: int, timeout: int, max_batches: int = 0
+    model: str,
+    data: str,
+    epochs: int,
+    threads: int,
+    timeout: int,
+    max_batches: int = 0,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -91,6 +97,8 @@ def run_one(
         "--max-batches",
         str(max_batches),
     ]
+    for item in overrides or []:
+        cmd += ["--set", item]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -100,6 +108,8 @@ def run_one(
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return {"model": model, "dataset": dataset_label(data), "error": scrub(tail)[:300]}
     row: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if overrides:
+        row["overrides"] = list(overrides)  # shown beside the model name in the report
     row["load_average_after"] = round(load, 2) if load is not None else None  # 1-min load when it finished
     return row
 
@@ -136,8 +146,9 @@ def write_report(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
         epoch_s = r["epoch_seconds_median"]
         if r.get("batches_run"):  # a capped epoch: show the extrapolation and what it rests on
             epoch_s = f"~{epoch_s} (est. from {r['batches_run']} of {r['batches_per_epoch']} batches)"
+        name = r["model"] + (f" ({', '.join(r['overrides'])})" if r.get("overrides") else "")
         lines.append(
-            f"| {r['model']} | {r['dataset']} | {r['train_interactions']:,} | {r['threads']} | "
+            f"| {name} | {r['dataset']} | {r['train_interactions']:,} | {r['threads']} | "
             f"{epoch_s} | {r['epoch_cpu_seconds_median']} | {r['eval_seconds']} | "
             f"{r['eval_over_roofline']} | {r['peak_rss_mib']} | {r['val_recall@20']} (after {r['epochs']} ep) | "
             f"{r.get('load_average_after', '')} |"
@@ -199,6 +210,10 @@ TARGETS = [
 ]
 
 
+# Epoch-time ratios on Tiktok: (model, baseline, bound).
+RATIO_TARGETS = [("diffmm", "mmssl", 2.0)]
+
+
 def targets_section(ok: list[dict[str, Any]]) -> list[str]:
     """A met / not met line per target whose measurement is present, plus the 1M-interaction memory check."""
     lines = ["", "Targets:", ""]
@@ -207,6 +222,23 @@ def targets_section(ok: list[dict[str, Any]]) -> list[str]:
         if rows:
             value = rows[-1][field]
             lines.append(f"- {what}: measured {value} ({'met' if value <= bound else 'NOT met'})")
+    for model, base, bound in RATIO_TARGETS:
+        rows = {
+            m: [
+                r
+                for r in ok
+                if r["model"] == m and r["dataset"] == "tiktok" and r.get("epoch_seconds_median")
+            ]
+            for m in (model, base)
+        }
+        if rows[model] and rows[base]:
+            a, b = rows[model][-1], rows[base][-1]
+            ratio = a["epoch_cpu_seconds_median"] / b["epoch_cpu_seconds_median"]
+            lines.append(
+                f"- {model} tiktok epoch within {bound:g}x of {base}'s (CPU seconds, one thread each): "
+                f"{a['epoch_cpu_seconds_median']} / {b['epoch_cpu_seconds_median']} s = {ratio:.2f}x "
+                f"({'met' if ratio <= bound else 'NOT met'})"
+            )
     big = [r for r in ok if r["dataset"] == "syn-1000000"]
     if big:
         worst = max(big, key=lambda r: r["peak_rss_mib"])
@@ -216,6 +248,11 @@ def targets_section(ok: list[dict[str, Any]]) -> list[str]:
             f"- 1M-interaction synthetic, one epoch + evaluation under 8 GB: {len(big)} models measured, "
             f"largest peak {worst['peak_rss_mib']} MiB ({worst['model']}); whole epochs: {', '.join(full) or '-'}"
             f"; capped epochs (peak over the first batches and a full evaluation): {', '.join(capped) or '-'}"
+        )
+        over = [r for r in big if r["peak_rss_mib"] >= 2048]
+        lines.append(
+            f"- 1M-interaction synthetic, peak under 2 GiB: {len(big) - len(over)} of {len(big)} models; over: "
+            + (", ".join(f"{r['model']} ({r['peak_rss_mib']} MiB)" for r in over) or "none")
         )
         from modalrec.models import MODELS
 
@@ -298,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="cap each epoch at this many batches and extrapolate the epoch time (0 = whole epochs)",
     )
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="a configuration override (e.g. model.KEY=VALUE) for every model of this run, recorded with its rows",
+    )
     run.add_argument("--fresh", action="store_true", help="discard earlier results instead of updating them")
     sub.add_parser("report", help="rewrite BENCHMARKS.md from benchmarks/results.json")
     sub.add_parser("defaults", help="every model at its defaults (python -m benchmarks defaults --help)")
@@ -320,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for model in args.models.split(","):
             print(f"measuring {model} on {spec} ...", file=sys.stderr, flush=True)
-            row = run_one(model, data, args.epochs, args.threads, args.timeout, args.max_batches)
+            row = run_one(
+                model, data, args.epochs, args.threads, args.timeout, args.max_batches, args.overrides
+            )
             row["spec"] = spec
             print(json.dumps(row), file=sys.stderr, flush=True)
             results = store_row(row, info)

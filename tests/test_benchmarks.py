@@ -57,3 +57,36 @@ def test_scaling_exponents_separate_steps_from_epochs(report_path: Path) -> None
     epoch_exp, step_exp = suite.scaling_plot(rows)["g"]
     assert epoch_exp == pytest.approx(2.0, abs=0.02)
     assert step_exp == pytest.approx(1.0, abs=0.02)
+
+
+def test_report_names_overrides_and_checks_the_2gib_and_ratio_targets(report_path: Path) -> None:
+    def row(model: str, dataset: str, peak: float, cpu: float, **extra: object) -> dict[str, object]:
+        return {
+            "model": model,
+            "dataset": dataset,
+            "train_interactions": 1000,
+            "threads": 1,
+            "epoch_seconds_median": cpu,
+            "epoch_cpu_seconds_median": cpu,
+            "eval_seconds": 1.0,
+            "eval_over_roofline": 1.0,
+            "peak_rss_mib": peak,
+            "val_recall@20": 0.1,
+            "epochs": 1,
+            **extra,
+        }
+
+    rows = [
+        row("a", "syn-1000000", 900.0, 5.0),
+        row("b", "syn-1000000", 3000.0, 5.0, overrides=["model.k=2"]),
+        row("mmssl", "tiktok", 500.0, 20.0),
+        row("diffmm", "tiktok", 600.0, 50.0),
+    ]
+    suite.write_report(rows, {"cores": 2, "torch": "x", "python": "3", "load_average": 0.0})
+    text = report_path.read_text()
+    assert "| b (model.k=2) | syn-1000000 |" in text
+    assert "peak under 2 GiB: 1 of 2 models; over: b (3000.0 MiB)" in text
+    assert (
+        "diffmm tiktok epoch within 2x of mmssl's (CPU seconds, one thread each): 50.0 / 20.0 s = 2.50x (NOT met)"
+        in text
+    )

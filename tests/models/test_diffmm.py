@@ -112,7 +112,7 @@ def test_denoiser_loss_decreases_and_it_restores_planted_rows() -> None:
     start = held_out()
     opt = torch.optim.Adam(den.parameters(), lr=3e-3)
     for _ in range(300):
-        elbo, msi = diffusion_losses(s, den, x0, feats, ids)
+        elbo, msi = diffusion_losses(s, den, x0, feats, x0 @ ids)
         opt.zero_grad()
         (elbo + 0.1 * msi).backward()
         opt.step()

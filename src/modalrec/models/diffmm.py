@@ -52,24 +52,19 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
 from modalrec.errors import ConfigError
 from modalrec.graph import normalized_adjacency, sparse_mm
-from modalrec.losses import bpr_loss, nce_block
+from modalrec.losses import bpr_loss
 from modalrec.models.base import Embeddings, Model, TrainSettings
+from modalrec.models.diffmm_contrast import contrast
 from modalrec.models.diffmm_parts import (
     Denoiser,
     DiffusionSchedule,
+    ReverseChain,
     diffusion_losses,
-    generate_topk,
     generated_adjacency,
 )
 from modalrec.models.missing_content import MissingEmbedding, content_rows, warn_contentless
 from modalrec.models.mmssl_parts import interaction_block
 from modalrec.optim import Adam
-
-
-def contrast(a: torch.Tensor, b: torch.Tensor, nodes: torch.Tensor, temperature: float) -> torch.Tensor:
-    """InfoNCE of rows ``nodes`` of a [N, d] against the same rows of b [N, d], all N rows of b as candidates."""
-    a_n, b_n = F.normalize(a, dim=1), F.normalize(b, dim=1)
-    return nce_block(a_n[nodes], b_n[nodes], b_n, temperature, True) / max(1, len(nodes))
 
 
 class DiffMM(Model):
@@ -115,6 +110,9 @@ class DiffMM(Model):
         keep_rate: float = 0.5  # edge keep-probability applied to each regenerated G^m (official keepRate)
         diffusion_batch: int = 1024  # users per denoiser block (rows of [block, I])
         rebuild_every: int = 1  # train the denoisers and regenerate G^m every this many epochs
+        # denoiser updates per pass: 0 = one per block of all users (official); n > 0 = the first n blocks of the
+        # pass's random order, a cheaper pass for very large data (regeneration still covers every user)
+        diffusion_blocks: int = 0
 
     user_top: torch.Tensor
     graph_seed: torch.Tensor
@@ -176,6 +174,8 @@ class DiffMM(Model):
             )
         if cfg.cl_mode not in ("main", "pairwise"):
             raise ConfigError(f"diffmm cl_mode must be 'main' or 'pairwise', not {cfg.cl_mode!r}")
+        if cfg.diffusion_blocks < 0:
+            raise ConfigError(f"diffmm diffusion_blocks must be >= 0, got {cfg.diffusion_blocks}")
         if cfg.rebuild_k < 1 or cfg.steps < 1 or cfg.rebuild_every < 1:
             raise ConfigError("diffmm rebuild_k, steps and rebuild_every must be >= 1")
         if not 0.0 < cfg.keep_rate <= 1.0:
@@ -300,7 +300,7 @@ class DiffMM(Model):
         return interaction_block(self.indptr, self.indices, users, None, self.n_items)
 
     def diffusion_epoch(self, opt: Adam | None) -> dict[str, float]:
-        """One pass of denoiser updates over all users in blocks (L_gd per modality, summed), then regenerate G^m.
+        """One pass of denoiser updates over all users in blocks (L_gd per modality), then regenerate G^m.
 
         F^m and E enter L_msi detached, so these steps change only the denoisers. Returns the mean L_gd.
         """
@@ -312,16 +312,22 @@ class DiffMM(Model):
             with torch.no_grad():
                 feats = [f.detach() for f in self.features()]
             ids = self.item_emb.detach()
-            for block in self._user_blocks(shuffle=True):
+            blocks = self._user_blocks(shuffle=True)
+            if cfg.diffusion_blocks > 0:
+                blocks = blocks[: cfg.diffusion_blocks]
+            for block in blocks:
                 x0 = self._rows(block)
-                loss = x0.new_zeros(())
+                x0_ids = x0 @ ids  # L_msi's target, shared by the modalities
                 for den, f in zip(self._denoisers(), feats, strict=True):
-                    elbo, msi = diffusion_losses(self.schedule, den, x0, f, ids)
-                    loss = loss + elbo + cfg.msi_weight * msi
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
+                    # Each denoiser's gradient comes from its own L_gd only, and Adam updates each parameter on
+                    # its own, so stepping one denoiser at a time is the joint step; it frees that denoiser's
+                    # activations and gradients ([block, I] and |I|-sized) before the next one's are made.
+                    elbo, msi = diffusion_losses(self.schedule, den, x0, f, x0_ids)
+                    loss = elbo + cfg.msi_weight * msi
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach())
                 n_blocks += 1
         self.regenerate()
         return {"diffusion": total / max(1, n_blocks)}
@@ -330,11 +336,11 @@ class DiffMM(Model):
     def regenerate(self) -> None:
         """G^m from the current denoisers: each user's top-k items of the generated row (Sec. 3.2 inference)."""
         for m, den in enumerate(self._denoisers()):
+            chain = ReverseChain(self.schedule, den)  # prepared once per denoiser, reused by every block
             for block in self._user_blocks(shuffle=False):
-                top = generate_topk(
-                    self.schedule, den, self._rows(block), self.rebuild_k, self.cfg.sampling_steps
+                self.user_top[m, block] = chain.topk(
+                    self._rows(block), self.rebuild_k, self.cfg.sampling_steps
                 )
-                self.user_top[m, block] = top
         # a fresh edge-dropout draw for each regenerated graph, reproducible from the stored seed
         self.graph_seed.add_(self.n_modalities)
 

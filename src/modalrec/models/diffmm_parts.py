@@ -145,18 +145,119 @@ def diffusion_losses(
     denoiser: Denoiser,
     x0: torch.Tensor,
     item_feats: torch.Tensor,
-    item_ids: torch.Tensor,
+    x0_ids: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L_elbo and L_msi (means over the block) for interaction rows x0 [B, I].
 
-    item_feats [I, d] (modality features F^m) and item_ids [I, d] (ID embeddings E) enter L_msi as constants.
+    item_feats [I, d] (modality features F^m) enters L_msi as a constant, and so does its target x0_ids = x_0 E
+    [B, d] (E the item ID embeddings): the same for every modality, so the caller forms it once per block.
     """
     t = torch.randint(0, schedule.steps, (x0.shape[0],), device=x0.device)
     x_t = schedule.q_sample(x0, t)
     x0_hat = denoiser(x_t, t)
     elbo = (schedule.elbo_weight(t) * (x0_hat - x0).pow(2).mean(1)).mean()
-    msi = (x0_hat @ item_feats - x0 @ item_ids).pow(2).mean(1).mean()
+    msi = (x0_hat @ item_feats - x0_ids).pow(2).mean(1).mean()
     return elbo, msi
+
+
+def _start_rows(schedule: DiffusionSchedule, x0: torch.Tensor, noise_steps: int) -> torch.Tensor:
+    """Where generation starts: x_0 itself, or x_0 noised for ``noise_steps`` steps (closed form)."""
+    if noise_steps <= 0:
+        return x0
+    t = torch.full((x0.shape[0],), noise_steps - 1, dtype=torch.long, device=x0.device)
+    return schedule.q_sample(x0, t)
+
+
+@torch.no_grad()
+def reverse_rows_direct(
+    schedule: DiffusionSchedule, denoiser: Denoiser, x0: torch.Tensor, noise_steps: int
+) -> torch.Tensor:
+    """The generated rows [B, I] step by step: x_{t-1} = μ_θ(x_t, t) for t = T-1..0, dropout off.
+
+    The reference for :class:`ReverseChain`, and its path when the denoiser is not linear in x_t at its input
+    (``norm``) or has no hidden layer.
+    """
+    was_training = denoiser.training
+    denoiser.eval()  # no input dropout while generating (official code: mess_dropout=False)
+    try:
+        x = _start_rows(schedule, x0, noise_steps)
+        for step in reversed(range(schedule.steps)):
+            t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
+            x = schedule.p_mean(x, denoiser(x, t), step)
+        return x
+    finally:
+        denoiser.train(was_training)
+
+
+class ReverseChain:
+    """Inference's T reverse steps (paper Sec. 3.2) of one denoiser, carried in its first hidden layer's space.
+
+    With W_x the input weights acting on the row (W_1 = [W_x | W_τ]) and the output layer x̂_0 = W_o h + b_o, every
+    reverse step is affine in x_t up to the hidden non-linearities:
+
+        s_t = W_x x_t                                  [B, h_1]  (the only use of x_t inside the denoiser)
+        h_t = MLP(tanh(s_t + W_τ τ'(t) + b_1))         [B, h_L]
+        x_{t-1} = c1_t (W_o h_t + b_o) + c2_t x_t   ⇒   s_{t-1} = c1_t (M h_t + W_x b_o) + c2_t s_t,  M = W_x W_o,
+
+    and the final row is x = α x_start + W_o (Σ_t γ_t h_t) + β b_o with scalar α, β, γ_t accumulated from c1, c2.
+    So one regeneration costs one [h_1, I] x [I, h_L] product for M per denoiser, and per block of users one
+    sparse W_x x_0 (the observed rows are 0/1 with a few ones) and one |I|-wide output product, instead of two
+    |I|-wide products per step. Same mathematics as :func:`reverse_rows_direct`, float32 rounding aside
+    (tests/models/test_diffmm_speed.py compares them).
+    """
+
+    def __init__(self, schedule: DiffusionSchedule, denoiser: Denoiser) -> None:
+        self.schedule, self.denoiser = schedule, denoiser
+        self.direct = denoiser.norm or len(denoiser.hidden) == 0
+        if self.direct:
+            return
+        first = denoiser.hidden[0]
+        assert isinstance(first, nn.Linear)
+        n_items = denoiser.out.out_features
+        with torch.no_grad():
+            self.w_x = first.weight[:, :n_items]  # [h_1, I] view
+            w_t = first.weight[:, n_items:]  # [h_1, e]
+            steps = torch.arange(schedule.steps, device=w_t.device)
+            temb = denoiser.time_proj(denoiser.time_embedding(steps))  # [T, e]
+            self.step_bias = temb @ w_t.T + first.bias  # [T, h_1]: W_τ τ'(t) + b_1
+            self.m = self.w_x @ denoiser.out.weight  # [h_1, h_L]
+            self.m_bias = self.w_x @ denoiser.out.bias  # [h_1]
+        self.c1 = schedule.posterior_c1.tolist()
+        self.c2 = schedule.posterior_c2.tolist()
+
+    def _input_product(self, x: torch.Tensor, sparse: bool) -> torch.Tensor:
+        """W_x x for rows x [B, I] -> [B, h_1]; for mostly-zero rows only the nonzero columns are read."""
+        if not sparse:
+            return x @ self.w_x.T
+        rows, cols = x.nonzero(as_tuple=True)
+        picked = self.w_x.index_select(1, cols) * x[rows, cols]  # [h_1, nnz]
+        out = x.new_zeros(self.w_x.shape[0], x.shape[0]).index_add_(1, rows, picked)
+        return out.T
+
+    @torch.no_grad()
+    def rows(self, x0: torch.Tensor, noise_steps: int) -> torch.Tensor:
+        """The generated rows [B, I] for observed rows x0 [B, I] (no sampling noise in the reverse steps)."""
+        if self.direct:
+            return reverse_rows_direct(self.schedule, self.denoiser, x0, noise_steps)
+        x = _start_rows(self.schedule, x0, noise_steps)
+        s = self._input_product(x, sparse=noise_steps <= 0)
+        acc = x.new_zeros(x.shape[0], self.m.shape[1])  # Σ_t γ_t h_t
+        alpha, beta = 1.0, 0.0
+        for step in reversed(range(self.schedule.steps)):
+            h = torch.tanh(s + self.step_bias[step])
+            for lin in self.denoiser.hidden[1:]:
+                h = torch.tanh(lin(h))
+            c1, c2 = self.c1[step], self.c2[step]
+            if step > 0:
+                s = torch.addmm(self.m_bias, h, self.m.T).mul_(c1).add_(s, alpha=c2)
+            acc.mul_(c2).add_(h, alpha=c1)
+            alpha, beta = alpha * c2, beta * c2 + c1
+        out = self.denoiser.out
+        return torch.addmm(out.bias, acc, out.weight.T, beta=beta).add_(x, alpha=alpha)
+
+    def topk(self, x0: torch.Tensor, k: int, noise_steps: int) -> torch.Tensor:
+        """Each row's top-k items of the generated row: [B, k]."""
+        return torch.topk(self.rows(x0, noise_steps), k, dim=1).indices
 
 
 @torch.no_grad()
@@ -165,21 +266,9 @@ def generate_topk(
 ) -> torch.Tensor:
     """Inference (paper Sec. 3.2): noise x_0 for ``noise_steps`` steps (0 = start from x_0 itself), run the T
     reverse steps with their means (no sampling noise), keep each row's top-k items.  x0 [B, I] -> [B, k].
+    (One call prepares a :class:`ReverseChain`; a loop over blocks should prepare it once and reuse it.)
     """
-    was_training = denoiser.training
-    denoiser.eval()  # no input dropout while generating (official code: mess_dropout=False)
-    try:
-        if noise_steps > 0:
-            t = torch.full((x0.shape[0],), noise_steps - 1, dtype=torch.long, device=x0.device)
-            x = schedule.q_sample(x0, t)
-        else:
-            x = x0
-        for step in reversed(range(schedule.steps)):
-            t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-            x = schedule.p_mean(x, denoiser(x, t), step)
-        return torch.topk(x, k, dim=1).indices
-    finally:
-        denoiser.train(was_training)
+    return ReverseChain(schedule, denoiser).topk(x0, k, noise_steps)
 
 
 def generated_adjacency(

@@ -107,15 +107,32 @@ class ChannelEncoder(nn.Module):
     ) -> torch.Tensor:
         """adj [N, N] sparse, items [I, in_dim] -> [N, dim]; ``substitute`` puts the missing-content vector
         into the MLP's output rows [I, dim]."""
+        x = self.inputs(items, substitute)
+        return self.hops(adj, x, sparse_mm(adj, x), noise)
+
+    def inputs(
+        self, items: torch.Tensor, substitute: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """x = normalize([P ; MLP(X)]): [N, dim]."""
         content = self.mlp_out(F.leaky_relu(self.mlp_in(items)))
         if substitute is not None:
             content = substitute(content)
-        x = F.normalize(torch.cat([self.preference, content]), dim=1)
-        out, h = x, x
-        for _ in range(2):
-            h = sparse_mm(adj, h)
+        return F.normalize(torch.cat([self.preference, content]), dim=1)
+
+    @staticmethod
+    def hops(adj: torch.Tensor, x: torch.Tensor, first: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+        """x + h_1 + h_2 with h_1 = A x (given as ``first``, shared by the clean and perturbed views of one
+        encoder) and h_2 = A h_1, each hop perturbed by sign(h) ⊙ noise·normalize(U(0,1)) when noise > 0."""
+        out, h = x, first
+        for hop in range(2):
+            if hop:
+                h = sparse_mm(adj, h)
             if noise > 0:
-                h = h + torch.sign(h) * F.normalize(torch.rand_like(h), dim=1) * noise
+                # sign() has zero derivative, so the perturbation is a constant for autograd: formed without a
+                # graph it leaves the gradient unchanged and keeps none of its [N, d] temporaries alive
+                with torch.no_grad():
+                    delta = torch.sign(h) * F.normalize(torch.rand_like(h), dim=1) * noise
+                h = h + delta
             out = out + h
         return out
 
@@ -209,6 +226,12 @@ class MENTOR(Model):
         items = self._item_side(torch.cat([c[n_u:] for c in channels], dim=1))
         return torch.cat([torch.cat(users, dim=1), items])
 
+    def _tiled(self, channel: torch.Tensor) -> torch.Tensor:
+        """``_fuse([c] * M, weighted=False)`` for one channel c [N, d]: the M column blocks are equal, so the item
+        graph runs over d columns once and the result is tiled ([N, M·d])."""
+        n_u = self.n_users
+        return torch.cat([channel[:n_u], self._item_side(channel[n_u:])]).repeat(1, self.n_modalities)
+
     def _channels(self, noise: float = 0.0, view: int = 0) -> list[torch.Tensor]:
         encoders = self.encoders
         if noise > 0 and self.noise_encoders is not None:
@@ -224,17 +247,32 @@ class MENTOR(Model):
     def forward(self) -> Embeddings:
         """r_u [U, M·d], r_i [I, M·d]; in training, extras hold the ID, per-modality and perturbed views."""
         cfg = self.cfg
-        channels = self._channels()
+        encoders = [enc for enc in self.encoders if isinstance(enc, ChannelEncoder)]
+        # x^c and its first hop A x^c are the same for the clean view and, with tied encoders, for both
+        # perturbed views (the noise enters after each hop): computed once per channel
+        xs = [enc.inputs(getattr(self, f"feat_{m}"), self._substitute(m)) for m, enc in enumerate(encoders)]
+        firsts = [sparse_mm(self.adj, x) for x in xs]
+        channels = [ChannelEncoder.hops(self.adj, x, h) for x, h in zip(xs, firsts, strict=True)]
         fused = self._fuse(channels)
         n_u = self.n_users
         extras: dict[str, Any] = {"fused": fused}
         if self.training:
             if cfg.align_weight > 0:
                 h_id = self.id_encoder(self.adj, self.id_feat)
-                extras["guide"] = self._fuse([h_id] * self.n_modalities, weighted=False)
-                extras["modal"] = [self._fuse([c] * self.n_modalities, weighted=False) for c in channels]
+                extras["guide"] = self._tiled(h_id)
+                extras["modal"] = [self._tiled(c) for c in channels]
             if cfg.mask_g_weight > 0:
-                extras["noisy"] = [self._fuse(self._channels(cfg.noise_eps, view)) for view in range(2)]
+                if self.noise_encoders is None:
+                    noisy = [
+                        [
+                            ChannelEncoder.hops(self.adj, x, h, cfg.noise_eps)
+                            for x, h in zip(xs, firsts, strict=True)
+                        ]
+                        for _ in range(2)
+                    ]
+                else:
+                    noisy = [self._channels(cfg.noise_eps, view) for view in range(2)]
+                extras["noisy"] = [self._fuse(view) for view in noisy]
         return Embeddings(fused[:n_u], fused[n_u:], extras)
 
     # ---- objective -----------------------------------------------------------------------------------------
