@@ -297,6 +297,22 @@ def test_bad_block_is_one_error_line(
     assert doc.read_text() == "intro\n" + block
 
 
+def test_missing_registry_folder_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --registry is named as such and leaves the Markdown file untouched."""
+    doc = tmp_path / "page.md"
+    doc.write_text("intro\n")
+    capsys.readouterr()
+    assert main(["report", "--registry", str(tmp_path / "reslts"), "--readme", str(doc)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"error: {tmp_path / 'reslts'}: registry folder does not exist (create it with --add RUN_DIR ...)\n"
+    )
+    assert doc.read_text() == "intro\n"
+
+
 def test_published_figures_belong_to_the_model_not_its_variants(
     compared: tuple[Path, Path], tmp_path: Path
 ) -> None:

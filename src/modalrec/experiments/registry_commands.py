@@ -101,6 +101,9 @@ def registry_report(args: argparse.Namespace) -> int:
     if args.check and args.readme is None:
         raise ConfigError("--check compares Markdown files with the registry: give --readme [FILE ...]")
     registry = Path(args.registry)
+    # a mistyped folder would otherwise read as an empty registry
+    if args.add is None and not registry.is_dir():
+        raise ConfigError(f"{registry}: registry folder does not exist (create it with --add RUN_DIR ...)")
     if args.add is not None:
         records = collect_runs(args.add)
         made_by = args.made_by.strip()
