@@ -258,6 +258,23 @@ def test_param_l2_is_lambda4_times_squared_norm_of_the_whole_id_tables(tiny: Dat
     assert "l2" not in MMSSL(tiny, MMSSL.Config(param_l2=0.0)).loss(batch, model.forward())
 
 
+def test_embedding_parts_sum_to_the_final_embedding(tiny: Dataset) -> None:
+    """id + attention + content equals forward() in eval mode (Eqs. 10 and 12 are linear in the three parts)."""
+    torch.manual_seed(0)
+    model = MMSSL(tiny, MMSSL.Config(omega=0.3, eta=0.5))
+    _fit(model, tiny, epochs=1)
+    model.eval()
+    with torch.no_grad():
+        full = model.forward()
+    parts = model.embedding_parts()
+    assert set(parts) == {"id", "attention", "content"}
+    torch.testing.assert_close(sum(p[0] for p in parts.values()), full.users, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sum(p[1] for p in parts.values()), full.items, atol=1e-5, rtol=1e-5)
+    # the content part of a user is ω times a sum of M unit rows
+    assert float(parts["content"][0].norm(dim=1).max()) <= len(model.transforms) * 0.3 + 1e-5
+    assert float(parts["attention"][0].abs().sum()) > 0 and float(parts["id"][1].abs().sum()) > 0
+
+
 @pytest.mark.parametrize(
     ("variant", "terms"),
     [

@@ -339,6 +339,32 @@ class MMSSL(Model):
         extras = {"f_users": f_users, "f_items": f_items, "e_users": e_users, "e_items": e_items}
         return Embeddings(hu, hi, extras)
 
+    @torch.no_grad()
+    def embedding_parts(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The final h of :meth:`forward` split into its three additive parts, each ([U, d], [I, d]).
+
+        Propagation and the layer mean are linear, so Eq. 10 over Ê^0 = E + η·Ẽ/‖Ẽ‖ equals the propagated ID
+        tables plus the propagated attention term, and Eq. 12 adds the content term:
+        ``"id"`` = mean_l A^l E, ``"attention"`` = mean_l A^l (η·Ẽ/‖Ẽ‖), ``"content"`` = ω·Σ_m f^m/‖f^m‖.
+        Their sum is ``forward()`` without feature dropout. Scoring with one part alone shows what the ranking
+        rests on (``benchmarks/mmssl_parts.py``).
+        """
+        cfg = self.cfg
+        f_users, f_items = self.modality_features(dropout=False)
+        e_users, e_items = self.modality_views()
+        att_u = self.attention(torch.stack(e_users, dim=1)).mean(dim=1)
+        att_i = self.attention(torch.stack(e_items, dim=1)).mean(dim=1)
+        return {
+            "id": self._propagate(self.user_emb, self.item_emb),
+            "attention": self._propagate(
+                cfg.eta * F.normalize(att_u, dim=1), cfg.eta * F.normalize(att_i, dim=1)
+            ),
+            "content": (
+                cfg.omega * sum(F.normalize(f, dim=1) for f in f_users),
+                cfg.omega * sum(F.normalize(f, dim=1) for f in f_items),
+            ),
+        }
+
     # ---- generated graphs (Eqs. 3 and 8) -------------------------------------------------------------------
     @torch.no_grad()
     def rebuild_views(self) -> None:
