@@ -57,7 +57,7 @@ def test_alignment_by_hand_and_every_term_has_gradients(tiny: Dataset) -> None:
     # the ID and per-modality views are held as one column block [N, d]; the views are those blocks tiled M times
     m = model.n_modalities
     views = [emb.extras["fused"].detach()]
-    views += [v.detach().repeat(1, m) for v in (emb.extras["guide"], *emb.extras["modal"])]
+    views += [torch.cat(v).detach().repeat(1, m) for v in (emb.extras["guide"], *emb.extras["modal"])]
     expected = sum(
         abs(float(views[a].var() - views[b].var())) + abs(float(views[a].mean() - views[b].mean()))
         for a in range(len(views))

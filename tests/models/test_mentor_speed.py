@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from modalrec.data import Dataset
 from modalrec.data.sampling import BPRSampler
-from modalrec.models.mentor import MENTOR, csr_rows_mm, predicted_cosine_mean
+from modalrec.models.mentor import MENTOR, csr_rows_mm, normalized_concat, predicted_cosine_mean
 
 
 def test_shared_inputs_and_tiled_views_match_the_per_view_forward(tiny: Dataset) -> None:
@@ -30,19 +30,42 @@ def test_shared_inputs_and_tiled_views_match_the_per_view_forward(tiny: Dataset)
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
     m = model.n_modalities
     h_id = model.id_encoder(model.adj, model.id_feat)
-    torch.testing.assert_close(extras["guide"].repeat(1, m), model._fuse([h_id] * m, weighted=False))
+    torch.testing.assert_close(
+        torch.cat(extras["guide"]).repeat(1, m), model._fuse([h_id] * m, weighted=False)
+    )
     for got, c in zip(extras["modal"], channels, strict=True):
-        torch.testing.assert_close(got.repeat(1, m), model._fuse([c] * m, weighted=False))
+        torch.testing.assert_close(torch.cat(got).repeat(1, m), model._fuse([c] * m, weighted=False))
 
 
 @pytest.mark.parametrize("copies", [1, 2, 3])
 def test_tiled_stats_are_those_of_the_tiled_table(copies: int) -> None:
     torch.manual_seed(0)
-    view = torch.randn(37, 5, dtype=torch.float64)
-    var, mean = MENTOR.tiled_stats(view, copies)
-    tiled = view.repeat(1, copies)
+    users = torch.randn(37, 5, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(11, 5, dtype=torch.float64, requires_grad=True)
+    var, mean = MENTOR.tiled_stats((users, items), copies)
+    tiled = torch.cat([users, items]).repeat(1, copies)
     torch.testing.assert_close(var, tiled.var(), rtol=1e-12, atol=0)
     torch.testing.assert_close(mean, tiled.mean(), rtol=1e-12, atol=1e-15)
+    got = torch.autograd.grad(2.0 * var - 3.0 * mean, [users, items])
+    expected = torch.autograd.grad(2.0 * tiled.var() - 3.0 * tiled.mean(), [users, items])
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_normalized_concat_matches_normalize_of_the_concatenation() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, 4, dtype=torch.float64)
+    b[2] = 0.0  # a zero row: the clamp holds
+    b.requires_grad_(True)
+    weights = torch.randn(11, 4, dtype=torch.float64)
+    got = normalized_concat(a, b)
+    expected = F.normalize(torch.cat([a, b]), dim=1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    grads = torch.autograd.grad((got * weights).sum(), [a, b])
+    ref = torch.autograd.grad((expected * weights).sum(), [a, b])
+    for x, y in zip(grads, ref, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
 
 
 def test_csr_rows_product_matches_the_dense_rows() -> None:

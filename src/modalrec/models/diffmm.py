@@ -67,7 +67,6 @@ from modalrec.models.mmssl_parts import interaction_block
 from modalrec.optim import Adam
 from modalrec.runtime import fit_chunk
 
-
 # A diffusion block of ``diffusion_batch`` users is taken in pieces of rows whose [rows, I] float32 tensors hold at
 # most PIECE_ELEMENTS values (32 MiB); one piece's training activations are about PIECE_TENSORS such tensors
 # (x_0, ε, x_t and its parts, the dropout mask and output, x̂_0, the residual and its square). Tiktok's blocks of

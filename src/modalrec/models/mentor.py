@@ -111,6 +111,66 @@ def csr_rows_mm(a: torch.Tensor, rows: torch.Tensor, x: torch.Tensor) -> torch.T
     return sparse_mm(picked, x, picked.t().to_sparse_csr())
 
 
+class _NormalizedConcat(torch.autograd.Function):
+    """F.normalize(torch.cat([a, b]), dim=1) for a [U, d] and b [I, d], keeping a, b and the row norms for the
+    backward pass instead of the concatenation (a is a parameter here, kept anyway). With y = x / max(|x|, eps):
+    ∂/∂x = (g - y (y·g)) / |x| where |x| > eps, g / eps where the clamp holds."""
+
+    @staticmethod
+    def forward(ctx, a, b, eps):
+        x = torch.cat([a, b])
+        denom = torch.linalg.vector_norm(x, 2, dim=1, keepdim=True).clamp_min(eps)
+        ctx.save_for_backward(a, b, denom)
+        ctx.eps = eps
+        return x.div_(denom)  # the same operations as F.normalize, on the concatenation made here
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, denom = ctx.saved_tensors
+        grads: list[torch.Tensor | None] = []
+        start = 0
+        for part, need in ((a, ctx.needs_input_grad[0]), (b, ctx.needs_input_grad[1])):
+            rows = slice(start, start + part.shape[0])
+            start += part.shape[0]
+            if not need:
+                grads.append(None)
+                continue
+            g, n = grad[rows], denom[rows]
+            y = part / n
+            full = g - y * (y * g).sum(dim=1, keepdim=True)
+            grads.append(torch.where(n > ctx.eps, full, g) / n)
+        return grads[0], grads[1], None
+
+
+def normalized_concat(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(torch.cat([a, b]), dim=1)``: [U + I, d] for a [U, d], b [I, d], holding no concatenation for
+    the backward pass."""
+    out: torch.Tensor = _NormalizedConcat.apply(a, b, eps)
+    return out
+
+
+class _ConcatStats(torch.autograd.Function):
+    """(unbiased variance, mean) of all values of torch.cat(parts), keeping the parts (not their concatenation)
+    for the backward pass: ∂var/∂x = 2 (x - μ) / (n - 1), ∂mean/∂x = 1 / n."""
+
+    @staticmethod
+    def forward(ctx, *parts):
+        x = torch.cat([p.reshape(-1) for p in parts]) if len(parts) > 1 else parts[0]
+        var, mean = x.var(), x.mean()
+        ctx.save_for_backward(mean, *parts)
+        ctx.n = x.numel()
+        return var, mean
+
+    @staticmethod
+    def backward(ctx, grad_var, grad_mean):
+        mean, *parts = ctx.saved_tensors
+        scale = 2.0 * grad_var / (ctx.n - 1)
+        return tuple(
+            (p - mean) * scale + grad_mean / ctx.n if need else None
+            for p, need in zip(parts, ctx.needs_input_grad, strict=True)
+        )
+
+
 class _PredictedCosine(torch.autograd.Function):
     """Σ_r cos(t_r, f(x_r)) over the rows of x [R, D] with f(x) = x Wᵀ + b and a constant target t [R, D], cos
     as ``F.cosine_similarity`` (each side divided by max(norm, eps)).
@@ -137,7 +197,9 @@ class _PredictedCosine(torch.autograd.Function):
             cos = (t_hat * o_hat).sum(dim=1, keepdim=True)
             total += cos.sum()
             if need_x or need_w or need_b:
-                grad_o = t_hat.sub_(o_hat.mul_(cos)).div_(norm)  # at |o| <= eps: (t̂ - cos o/eps)/eps, see below
+                grad_o = t_hat.sub_(o_hat.mul_(cos)).div_(
+                    norm
+                )  # at |o| <= eps: (t̂ - cos o/eps)/eps, see below
                 small = (norm <= eps).squeeze(1)
                 if bool(small.any()):  # the clamp is active: the norm is a constant there, ∂cos/∂o = t̂/eps
                     grad_o[small] = t[small] / t[small].norm(dim=1, keepdim=True).clamp_min(eps) / eps
@@ -204,7 +266,7 @@ class ChannelEncoder(nn.Module):
         content = self.mlp_out(F.leaky_relu(self.mlp_in(items), inplace=True))
         if substitute is not None:
             content = substitute(content)
-        return F.normalize(torch.cat([self.preference, content]), dim=1)
+        return normalized_concat(self.preference, content)
 
     @staticmethod
     def hops(adj: torch.Tensor, x: torch.Tensor, first: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
@@ -220,7 +282,9 @@ class ChannelEncoder(nn.Module):
                 # the same values as sign(h) * normalize(U) * noise with one [N, d] temporary instead of four
                 with torch.no_grad():
                     delta = torch.rand_like(h)
-                    delta.div_(delta.norm(dim=1, keepdim=True).clamp_min(1e-12)).mul_(torch.sign(h)).mul_(noise)
+                    delta.div_(delta.norm(dim=1, keepdim=True).clamp_min(1e-12)).mul_(torch.sign(h)).mul_(
+                        noise
+                    )
                 h = h + delta
             # the running sum is this function's own tensor after the first hop (x is the caller's): add in place
             out = out + h if out is x else out.add_(h)
@@ -316,23 +380,24 @@ class MENTOR(Model):
         items = self._item_side(torch.cat([c[n_u:] for c in channels], dim=1))
         return torch.cat([torch.cat(users, dim=1), items])
 
-    def _untiled(self, channel: torch.Tensor) -> torch.Tensor:
-        """One column block [N, d] of ``_fuse([c] * M, weighted=False)`` for one channel c [N, d]: the M blocks of
-        that view are equal, so the view is this block tiled M times; L_align needs only its mean and variance
-        (:meth:`tiled_stats`), so the [N, M·d] tiling is never formed."""
+    def _untiled(self, channel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One column block of ``_fuse([c] * M, weighted=False)`` for one channel c [N, d], as its user rows [U, d]
+        and item rows [I, d]: the M blocks of that view are equal, so the view is this block tiled M times; L_align
+        needs only its mean and variance (:meth:`tiled_stats`), so neither the tiling nor the block is formed."""
         n_u = self.n_users
-        return torch.cat([channel[:n_u], self._item_side(channel[n_u:])])
+        return channel[:n_u], self._item_side(channel[n_u:])
 
     @staticmethod
-    def tiled_stats(view: torch.Tensor, copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """(unbiased variance, mean) of ``view.repeat(1, copies)``, from ``view`` alone.
+    def tiled_stats(parts: tuple[torch.Tensor, ...], copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unbiased variance, mean) of ``torch.cat(parts).repeat(1, copies)``, from the parts alone.
 
         The tiled table holds every value ``copies`` times: the same mean, and ``copies`` times the sum of squared
-        deviations over ``copies·n`` values, so var_tiled = var(view) · copies (n - 1) / (copies·n - 1), n the
-        number of values of ``view``.
+        deviations over ``copies·n`` values, so var_tiled = var · copies (n - 1) / (copies·n - 1), n the number
+        of values of the parts. Autograd keeps the parts (views of tensors kept anyway), not their concatenation.
         """
-        n = view.numel()
-        return view.var() * (copies * (n - 1) / (copies * n - 1)), view.mean()
+        var, mean = _ConcatStats.apply(*parts)
+        n = sum(p.numel() for p in parts)
+        return var * (copies * (n - 1) / (copies * n - 1)), mean
 
     def _fuse_rows(
         self, channels: list[torch.Tensor], users: torch.Tensor, items: torch.Tensor
@@ -342,13 +407,16 @@ class MENTOR(Model):
         item-graph neighbours), not the channels [N, d]."""
         n_u = self.n_users
         user_rows = torch.cat(
-            [self.user_weight[users, m : m + 1] * c.index_select(0, users) for m, c in enumerate(channels)], dim=1
+            [self.user_weight[users, m : m + 1] * c.index_select(0, users) for m, c in enumerate(channels)],
+            dim=1,
         )
         x = torch.cat([c[n_u:] for c in channels], dim=1)  # [I, M·d]
         h = x
         for _ in range(self.cfg.n_item_layers - 1):
             h = sparse_mm(self.item_graph, h, self.item_graph_t)
-        last = csr_rows_mm(self.item_graph, items, h) if self.cfg.n_item_layers > 0 else h.index_select(0, items)
+        last = (
+            csr_rows_mm(self.item_graph, items, h) if self.cfg.n_item_layers > 0 else h.index_select(0, items)
+        )
         return user_rows, x.index_select(0, items) + last
 
     def _channels(self, noise: float = 0.0, view: int = 0) -> list[torch.Tensor]:
@@ -365,9 +433,9 @@ class MENTOR(Model):
 
     def forward(self, rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> Embeddings:
         """r_u [U, M·d], r_i [I, M·d]; in training, extras hold the ID and per-modality views (one column block
-        [N, d] each, see :meth:`_untiled`) and the two perturbed views: whole ([N, M·d], key "noisy"), or with
-        ``rows`` = (users [B_u], items [B_i]) only those rows (key "noisy_rows": per view ([B_u, M·d],
-        [B_i, M·d]))."""
+        each, as user and item rows, see :meth:`_untiled`) and the two perturbed views: whole ([N, M·d], key
+        "noisy"), or with ``rows`` = (users [B_u], items [B_i]) only those rows (key "noisy_rows": per view
+        ([B_u, M·d], [B_i, M·d]))."""
         cfg = self.cfg
         encoders = [enc for enc in self.encoders if isinstance(enc, ChannelEncoder)]
         # x^c and its first hop A x^c are the same for the clean view and, with tied encoders, for both
@@ -426,7 +494,7 @@ class MENTOR(Model):
         }
         if "guide" in extras:
             m = self.n_modalities
-            stats = [self.tiled_stats(extras["fused"])]
+            stats = [self.tiled_stats((extras["fused"],))]
             stats += [self.tiled_stats(v, m) for v in (extras["guide"], *extras["modal"])]
             align = emb.users.new_zeros(())
             for a in range(len(stats)):
