@@ -360,6 +360,9 @@ class DiffMM(Model):
                     opt.zero_grad(set_to_none=True)
                     total += gd_backward(self.schedule, den, pieces, len(block), f, cfg.msi_weight)
                     opt.step()
+                    # drop this denoiser's gradients ([|I|, h]-sized) now rather than at the next zero_grad: after
+                    # the last block they would otherwise stay alive through all the recommender's batches
+                    opt.zero_grad(set_to_none=True)
                 n_blocks += 1
         self.regenerate()
         return {"diffusion": total / max(1, n_blocks)}
