@@ -56,6 +56,7 @@ from modalrec.models.missing_content import (
     row_renormalised_edges,
     warn_contentless,
 )
+from modalrec.optim import Adam
 
 
 def knn_item_graph(
@@ -469,6 +470,17 @@ class MENTOR(Model):
         return Embeddings(fused[:n_u], fused[n_u:], extras)
 
     # ---- objective -----------------------------------------------------------------------------------------
+    def train_step(
+        self, batch: Batch, optimizers: list[Adam], grad_clip: float | None = None
+    ) -> dict[str, float]:
+        """The usual step, then the gradients are dropped rather than kept until the next step's backward pass:
+        the same updates, and the [U, d] / [I, d] gradient tables no longer sit in memory (and between the
+        allocator's free blocks) through the next forward pass."""
+        out = super().train_step(batch, optimizers, grad_clip)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        return out
+
     def batch_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``loss(batch, forward(rows))``: with ``cl_scope="batch"`` L_mask_g reads the perturbed views at the
         batch's distinct users and positive items only, so only those rows of them are formed."""
