@@ -414,6 +414,7 @@ class DiffMM(Model):
         if grad_clip:
             nn.utils.clip_grad_norm_([p for g in main.param_groups for p in g["params"]], grad_clip)
         main.step()
-        main.zero_grad(set_to_none=True)  # the same updates; the [N, d] gradients do not sit through the next forward
+        # the same updates; the [N, d] gradients do not sit through the next forward pass
+        main.zero_grad(set_to_none=True)
         out.update({k: float(v.detach()) for k, v in terms.items()})
         return out
