@@ -198,9 +198,8 @@ class _PredictedCosine(torch.autograd.Function):
             cos = (t_hat * o_hat).sum(dim=1, keepdim=True)
             total += cos.sum()
             if need_x or need_w or need_b:
-                grad_o = t_hat.sub_(o_hat.mul_(cos)).div_(
-                    norm
-                )  # at |o| <= eps: (t̂ - cos o/eps)/eps, see below
+                # (t̂ - cos ô) / |o| in place of the block's own temporaries; rows with |o| <= eps are redone below
+                grad_o = t_hat.sub_(o_hat.mul_(cos)).div_(norm)
                 small = (norm <= eps).squeeze(1)
                 if bool(small.any()):  # the clamp is active: the norm is a constant there, ∂cos/∂o = t̂/eps
                     grad_o[small] = t[small] / t[small].norm(dim=1, keepdim=True).clamp_min(eps) / eps
@@ -283,9 +282,8 @@ class ChannelEncoder(nn.Module):
                 # the same values as sign(h) * normalize(U) * noise with one [N, d] temporary instead of four
                 with torch.no_grad():
                     delta = torch.rand_like(h)
-                    delta.div_(delta.norm(dim=1, keepdim=True).clamp_min(1e-12)).mul_(torch.sign(h)).mul_(
-                        noise
-                    )
+                    delta.div_(delta.norm(dim=1, keepdim=True).clamp_min(1e-12))
+                    delta.mul_(torch.sign(h)).mul_(noise)
                 h = h + delta
             # the running sum is this function's own tensor after the first hop (x is the caller's): add in place
             out = out + h if out is x else out.add_(h)
