@@ -374,7 +374,8 @@ class DiffMM(Model):
         for m, den in enumerate(self._denoisers()):
             chain = ReverseChain(self.schedule, den)  # prepared once per denoiser, reused by every block
             for block in self._user_blocks(shuffle=False):
-                # rows are generated independently: pieces change nothing
+                # rows are generated independently: pieces change nothing (with sampling_steps > 0 the start
+                # noise is drawn piece by piece, the same distribution)
                 for part in block.tensor_split(-(-len(block) // rows)):
                     self.user_top[m, part] = chain.topk(
                         self._rows(part), self.rebuild_k, self.cfg.sampling_steps
