@@ -45,6 +45,7 @@ from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
+from modalrec.dispatch import use_fast_path
 from modalrec.errors import ConfigError
 from modalrec.graph import normalize_edges, normalized_adjacency, scipy_to_torch, sparse_mm
 from modalrec.losses import bpr_loss, info_nce
@@ -145,7 +146,9 @@ class _NormalizedConcat(torch.autograd.Function):
 
 def normalized_concat(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``F.normalize(torch.cat([a, b]), dim=1)``: [U + I, d] for a [U, d], b [I, d], holding no concatenation for
-    the backward pass."""
+    the backward pass (the plain form off the CPU or with the reference kernels forced)."""
+    if not use_fast_path(a, b):
+        return F.normalize(torch.cat([a, b]), dim=1, eps=eps)
     out: torch.Tensor = _NormalizedConcat.apply(a, b, eps)
     return out
 
@@ -229,7 +232,10 @@ def predicted_cosine_mean(
     x: torch.Tensor, predictor: nn.Linear, target: torch.Tensor, rows: int = 8192, eps: float = 1e-8
 ) -> torch.Tensor:
     """mean_r cos(target_r, predictor(x)_r) for x, target [R, D]: ``F.cosine_similarity(target, predictor(x))
-    .mean()`` in blocks of ``rows``, holding no [R, D] prediction for the backward pass."""
+    .mean()`` in blocks of ``rows``, holding no [R, D] prediction for the backward pass (the plain form off the
+    CPU or with the reference kernels forced)."""
+    if not use_fast_path(x, target):
+        return F.cosine_similarity(target, predictor(x), dim=1, eps=eps).mean()
     bias = predictor.bias if predictor.bias is not None else x.new_zeros(predictor.out_features)
     total: torch.Tensor = _PredictedCosine.apply(x, predictor.weight, bias, target, eps, rows)
     return total / x.shape[0]
@@ -394,8 +400,12 @@ class MENTOR(Model):
         deviations over ``copies·n`` values, so var_tiled = var · copies (n - 1) / (copies·n - 1), n the number
         of values of the parts. Autograd keeps the parts (views of tensors kept anyway), not their concatenation.
         """
-        var, mean = _ConcatStats.apply(*parts)
         n = sum(p.numel() for p in parts)
+        if use_fast_path(*parts):
+            var, mean = _ConcatStats.apply(*parts)
+        else:  # the plain form: off the CPU or with the reference kernels forced
+            x = torch.cat([p.reshape(-1) for p in parts])
+            var, mean = x.var(), x.mean()
         return var * (copies * (n - 1) / (copies * n - 1)), mean
 
     def _fuse_rows(
