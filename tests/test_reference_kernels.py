@@ -112,7 +112,7 @@ def test_reference_path_matches_fast_path(name: str, tiny: Dataset, calls: dict[
 
 
 def test_every_custom_function_is_exercised_by_some_model(tiny: Dataset, calls: dict[str, int]) -> None:
-    for name in ("lightgcn", "sgl", "ngcf", "grcn", "micro", "mmgcl", "diffmm"):
+    for name in ("lightgcn", "sgl", "ngcf", "grcn", "micro", "mmgcl", "diffmm", "mentor"):
         one_step(name, tiny)
     missing = {c.__qualname__ for c in FUNCTIONS} - set(calls)
     assert not missing, f"custom Functions no model test reaches: {missing}"

@@ -54,7 +54,10 @@ def test_alignment_by_hand_and_every_term_has_gradients(tiny: Dataset) -> None:
     terms = model.loss(batch, emb)
     assert set(terms) == {"bpr", "reg", "align", "mask_f", "mask_g"}
     assert emb.extras is not None
-    views = [v.detach() for v in (emb.extras["fused"], emb.extras["guide"], *emb.extras["modal"])]
+    # the ID and per-modality views are held as one column block [N, d]; the views are those blocks tiled M times
+    m = model.n_modalities
+    views = [emb.extras["fused"].detach()]
+    views += [torch.cat(v).detach().repeat(1, m) for v in (emb.extras["guide"], *emb.extras["modal"])]
     expected = sum(
         abs(float(views[a].var() - views[b].var())) + abs(float(views[a].mean() - views[b].mean()))
         for a in range(len(views))

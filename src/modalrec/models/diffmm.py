@@ -59,12 +59,20 @@ from modalrec.models.diffmm_parts import (
     Denoiser,
     DiffusionSchedule,
     ReverseChain,
-    diffusion_losses,
+    gd_backward,
     generated_adjacency,
 )
 from modalrec.models.missing_content import MissingEmbedding, content_rows, warn_contentless
 from modalrec.models.mmssl_parts import interaction_block
 from modalrec.optim import Adam
+from modalrec.runtime import fit_chunk
+
+# A diffusion block of ``diffusion_batch`` users is taken in pieces of rows whose [rows, I] float32 tensors hold at
+# most PIECE_ELEMENTS values (32 MiB); one piece's training activations are about PIECE_TENSORS such tensors
+# (x_0, ε, x_t and its parts, the dropout mask and output, x̂_0, the residual and its square). Tiktok's blocks of
+# 1,024 x 6,710 fit in one piece; at 50,000 items a block is seven pieces.
+PIECE_ELEMENTS = 1 << 23
+PIECE_TENSORS = 10
 
 
 class DiffMM(Model):
@@ -108,7 +116,10 @@ class DiffMM(Model):
         msi_weight: float = 0.1  # λ_msi of L_gd (official e_loss)
         rebuild_k: int = 1  # generated edges per user, top-k of the denoised row (official rebuild_k)
         keep_rate: float = 0.5  # edge keep-probability applied to each regenerated G^m (official keepRate)
-        diffusion_batch: int = 1024  # users per denoiser block (rows of [block, I])
+        diffusion_batch: int = 1024  # users per denoiser block (rows of [block, I]), one update per block
+        # rows per piece of a block (0 = from a memory budget, see PIECE_ELEMENTS): a block's gradient is summed
+        # over its pieces before the update, so this bounds memory without changing the step
+        diffusion_piece: int = 0
         rebuild_every: int = 1  # train the denoisers and regenerate G^m every this many epochs
         # denoiser updates per pass: 0 = one per block of all users (official); n > 0 = the first n blocks of the
         # pass's random order, a cheaper pass for very large data (regeneration still covers every user)
@@ -176,6 +187,8 @@ class DiffMM(Model):
             raise ConfigError(f"diffmm cl_mode must be 'main' or 'pairwise', not {cfg.cl_mode!r}")
         if cfg.diffusion_blocks < 0:
             raise ConfigError(f"diffmm diffusion_blocks must be >= 0, got {cfg.diffusion_blocks}")
+        if cfg.diffusion_piece < 0:
+            raise ConfigError(f"diffmm diffusion_piece must be >= 0, got {cfg.diffusion_piece}")
         if cfg.rebuild_k < 1 or cfg.steps < 1 or cfg.rebuild_every < 1:
             raise ConfigError("diffmm rebuild_k, steps and rebuild_every must be >= 1")
         if not 0.0 < cfg.keep_rate <= 1.0:
@@ -299,6 +312,24 @@ class DiffMM(Model):
         """The users' interaction rows x_0: [B, I] (one block, never all users)."""
         return interaction_block(self.indptr, self.indices, users, None, self.n_items)
 
+    def _rows_and_target(self, users: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_0 [B, I] and L_msi's target x_0 E [B, d] for the users' rows."""
+        x0 = self._rows(users)
+        return x0, x0 @ ids
+
+    def _piece_rows(self) -> int:
+        """Rows per piece of a diffusion block: ``diffusion_piece`` if set, else as many as keep one [rows, I]
+        float32 tensor within ``PIECE_ELEMENTS`` and the training activations of a piece (about
+        ``PIECE_TENSORS`` such tensors) within $MODALREC_MEMORY_BUDGET; at most ``diffusion_batch``."""
+        cfg = self.cfg
+        block = max(1, cfg.diffusion_batch)
+        if cfg.diffusion_piece > 0:
+            return min(block, cfg.diffusion_piece)
+        wanted = max(1, min(block, PIECE_ELEMENTS // max(1, self.n_items)))
+        return fit_chunk(
+            PIECE_TENSORS * 4 * self.n_items, wanted, "DiffMM's diffusion block", "model.diffusion_piece"
+        )
+
     def diffusion_epoch(self, opt: Adam | None) -> dict[str, float]:
         """One pass of denoiser updates over all users in blocks (L_gd per modality), then regenerate G^m.
 
@@ -315,19 +346,23 @@ class DiffMM(Model):
             blocks = self._user_blocks(shuffle=True)
             if cfg.diffusion_blocks > 0:
                 blocks = blocks[: cfg.diffusion_blocks]
+            rows = self._piece_rows()
             for block in blocks:
-                x0 = self._rows(block)
-                x0_ids = x0 @ ids  # L_msi's target, shared by the modalities
+                parts = block.tensor_split(-(-len(block) // rows))  # pieces of equal size (within one row)
+                # one piece: its rows and L_msi's target x_0 E are shared by the modalities; several: each
+                # denoiser builds them again, so that only one piece's [rows, I] tensors exist at a time
+                shared = [self._rows_and_target(parts[0], ids)] if len(parts) == 1 else None
                 for den, f in zip(self._denoisers(), feats, strict=True):
                     # Each denoiser's gradient comes from its own L_gd only, and Adam updates each parameter on
                     # its own, so stepping one denoiser at a time is the joint step; it frees that denoiser's
                     # activations and gradients ([block, I] and |I|-sized) before the next one's are made.
-                    elbo, msi = diffusion_losses(self.schedule, den, x0, f, x0_ids)
-                    loss = elbo + cfg.msi_weight * msi
+                    pieces = shared or (self._rows_and_target(part, ids) for part in parts)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    total += gd_backward(self.schedule, den, pieces, len(block), f, cfg.msi_weight)
                     opt.step()
-                    total += float(loss.detach())
+                    # drop this denoiser's gradients ([|I|, h]-sized) now rather than at the next zero_grad: after
+                    # the last block they would otherwise stay alive through all the recommender's batches
+                    opt.zero_grad(set_to_none=True)
                 n_blocks += 1
         self.regenerate()
         return {"diffusion": total / max(1, n_blocks)}
@@ -335,12 +370,16 @@ class DiffMM(Model):
     @torch.no_grad()
     def regenerate(self) -> None:
         """G^m from the current denoisers: each user's top-k items of the generated row (Sec. 3.2 inference)."""
+        rows = self._piece_rows()
         for m, den in enumerate(self._denoisers()):
             chain = ReverseChain(self.schedule, den)  # prepared once per denoiser, reused by every block
             for block in self._user_blocks(shuffle=False):
-                self.user_top[m, block] = chain.topk(
-                    self._rows(block), self.rebuild_k, self.cfg.sampling_steps
-                )
+                # rows are generated independently: pieces change nothing (with sampling_steps > 0 the start
+                # noise is drawn piece by piece, the same distribution)
+                for part in block.tensor_split(-(-len(block) // rows)):
+                    self.user_top[m, part] = chain.topk(
+                        self._rows(part), self.rebuild_k, self.cfg.sampling_steps
+                    )
         # a fresh edge-dropout draw for each regenerated graph, reproducible from the stored seed
         self.graph_seed.add_(self.n_modalities)
 
@@ -376,5 +415,7 @@ class DiffMM(Model):
         if grad_clip:
             nn.utils.clip_grad_norm_([p for g in main.param_groups for p in g["params"]], grad_clip)
         main.step()
+        # the same updates; the [N, d] gradients do not sit through the next forward pass
+        main.zero_grad(set_to_none=True)
         out.update({k: float(v.detach()) for k, v in terms.items()})
         return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -121,10 +122,9 @@ class Denoiser(nn.Module):
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         """Sinusoidal embedding τ(t): [B, time_dim]."""
         half = self.time_dim // 2
-        freqs = torch.exp(
-            -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half
-        )
-        arg = t.float().unsqueeze(1) * freqs.unsqueeze(0)
+        dtype = self.time_proj.weight.dtype  # float32 unless the denoiser was converted
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=dtype) / half)
+        arg = t.to(dtype).unsqueeze(1) * freqs.unsqueeze(0)
         emb = torch.cat([torch.cos(arg), torch.sin(arg)], dim=1)
         if self.time_dim % 2:
             emb = torch.cat([emb, emb.new_zeros(len(t), 1)], dim=1)
@@ -146,18 +146,50 @@ def diffusion_losses(
     x0: torch.Tensor,
     item_feats: torch.Tensor,
     x0_ids: torch.Tensor,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L_elbo and L_msi (means over the block) for interaction rows x0 [B, I].
 
     item_feats [I, d] (modality features F^m) enters L_msi as a constant, and so does its target x0_ids = x_0 E
     [B, d] (E the item ID embeddings): the same for every modality, so the caller forms it once per block.
+    The steps t [B] and the noise ε [B, I] are drawn here unless given.
     """
-    t = torch.randint(0, schedule.steps, (x0.shape[0],), device=x0.device)
-    x_t = schedule.q_sample(x0, t)
+    if t is None:
+        t = torch.randint(0, schedule.steps, (x0.shape[0],), device=x0.device)
+    x_t = schedule.q_sample(x0, t, noise)
     x0_hat = denoiser(x_t, t)
     elbo = (schedule.elbo_weight(t) * (x0_hat - x0).pow(2).mean(1)).mean()
     msi = (x0_hat @ item_feats - x0_ids).pow(2).mean(1).mean()
     return elbo, msi
+
+
+def gd_backward(
+    schedule: DiffusionSchedule,
+    denoiser: Denoiser,
+    pieces: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    n_rows: int,
+    item_feats: torch.Tensor,
+    msi_weight: float,
+    draws: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> float:
+    """Backward pass of one block's L_gd = L_elbo + λ_msi L_msi (means over the block's ``n_rows`` rows), taken
+    in row pieces; returns L_gd.
+
+    ``pieces`` yields (x0 [b, I], x0_ids [b, d]) for consecutive pieces of the block's rows. A mean over the block
+    is the sum over its pieces of each piece's mean times b / n_rows, so the gradients that accumulate are the
+    block's, while only one piece's [b, I] activations exist at a time. ``draws`` gives each piece's (t [b],
+    ε [b, I]) instead of drawing them (a check that the pieces do not change the result).
+    """
+    total = 0.0
+    draw_iter = iter(draws) if draws is not None else None
+    for x0, x0_ids in pieces:
+        t, noise = next(draw_iter) if draw_iter is not None else (None, None)
+        elbo, msi = diffusion_losses(schedule, denoiser, x0, item_feats, x0_ids, t, noise)
+        loss = (elbo + msi_weight * msi) * (x0.shape[0] / n_rows)
+        loss.backward()
+        total += float(loss.detach())
+    return total
 
 
 def _start_rows(schedule: DiffusionSchedule, x0: torch.Tensor, noise_steps: int) -> torch.Tensor:

@@ -45,6 +45,7 @@ from torch import nn
 
 from modalrec.data.dataset import Dataset
 from modalrec.data.sampling import Batch
+from modalrec.dispatch import use_fast_path
 from modalrec.errors import ConfigError
 from modalrec.graph import normalize_edges, normalized_adjacency, scipy_to_torch, sparse_mm
 from modalrec.losses import bpr_loss, info_nce
@@ -56,6 +57,7 @@ from modalrec.models.missing_content import (
     row_renormalised_edges,
     warn_contentless,
 )
+from modalrec.optim import Adam
 
 
 def knn_item_graph(
@@ -89,6 +91,156 @@ def knn_item_graph(
     return scipy_to_torch(total)
 
 
+def csr_rows_mm(a: torch.Tensor, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(A x)[rows] for a sparse CSR A [R, C] and dense x [C, D]: [len(rows), D], differentiable in x.
+
+    The rows' stored entries form a CSR A[rows] [len(rows), C] (and its transpose for the backward pass), so
+    autograd keeps no dense tensor at all.
+    """
+    crow, col, val = a.crow_indices(), a.col_indices(), a.values()
+    starts = crow.index_select(0, rows)
+    counts = crow.index_select(0, rows + 1) - starts
+    # entry j of picked row r is entry starts[r] + j of A; first[r] is where row r begins among the picked ones
+    first = torch.cumsum(counts, 0) - counts
+    at = torch.arange(int(counts.sum()), device=x.device) + torch.repeat_interleave(starts - first, counts)
+    picked = torch.sparse_csr_tensor(
+        torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]),
+        col.index_select(0, at),
+        val.index_select(0, at),
+        (len(rows), a.shape[1]),
+        check_invariants=False,  # built from a valid CSR's own rows
+    )
+    return sparse_mm(picked, x, picked.t().to_sparse_csr())
+
+
+class _NormalizedConcat(torch.autograd.Function):
+    """F.normalize(torch.cat([a, b]), dim=1) for a [U, d] and b [I, d], keeping a, b and the row norms for the
+    backward pass instead of the concatenation (a is a parameter here, kept anyway). With y = x / max(|x|, eps):
+    ∂/∂x = (g - y (y·g)) / |x| where |x| > eps, g / eps where the clamp holds."""
+
+    @staticmethod
+    def forward(ctx, a, b, eps):
+        x = torch.cat([a, b])
+        denom = torch.linalg.vector_norm(x, 2, dim=1, keepdim=True).clamp_min(eps)
+        ctx.save_for_backward(a, b, denom)
+        ctx.eps = eps
+        return x.div_(denom)  # the same operations as F.normalize, on the concatenation made here
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, denom = ctx.saved_tensors
+        grads: list[torch.Tensor | None] = []
+        start = 0
+        for part, need in ((a, ctx.needs_input_grad[0]), (b, ctx.needs_input_grad[1])):
+            rows = slice(start, start + part.shape[0])
+            start += part.shape[0]
+            if not need:
+                grads.append(None)
+                continue
+            g, n = grad[rows], denom[rows]
+            y = part / n
+            full = g - y * (y * g).sum(dim=1, keepdim=True)
+            grads.append(torch.where(n > ctx.eps, full, g) / n)
+        return grads[0], grads[1], None
+
+
+def normalized_concat(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(torch.cat([a, b]), dim=1)``: [U + I, d] for a [U, d], b [I, d], holding no concatenation for
+    the backward pass (the plain form off the CPU or with the reference kernels forced)."""
+    if not use_fast_path(a, b):
+        return F.normalize(torch.cat([a, b]), dim=1, eps=eps)
+    out: torch.Tensor = _NormalizedConcat.apply(a, b, eps)
+    return out
+
+
+class _ConcatStats(torch.autograd.Function):
+    """(unbiased variance, mean) of all values of torch.cat(parts), keeping the parts (not their concatenation)
+    for the backward pass: ∂var/∂x = 2 (x - μ) / (n - 1), ∂mean/∂x = 1 / n."""
+
+    @staticmethod
+    def forward(ctx, *parts):
+        x = torch.cat([p.reshape(-1) for p in parts]) if len(parts) > 1 else parts[0]
+        var, mean = x.var(), x.mean()
+        ctx.save_for_backward(mean, *parts)
+        ctx.n = x.numel()
+        return var, mean
+
+    @staticmethod
+    def backward(ctx, grad_var, grad_mean):
+        mean, *parts = ctx.saved_tensors
+        scale = 2.0 * grad_var / (ctx.n - 1)
+        return tuple(
+            (p - mean) * scale + grad_mean / ctx.n if need else None
+            for p, need in zip(parts, ctx.needs_input_grad, strict=True)
+        )
+
+
+class _PredictedCosine(torch.autograd.Function):
+    """Σ_r cos(t_r, f(x_r)) over the rows of x [R, D] with f(x) = x Wᵀ + b and a constant target t [R, D], cos
+    as ``F.cosine_similarity`` (each side divided by max(norm, eps)).
+
+    Rows are taken in blocks and the gradients are formed in the forward pass (with o = f(x_r), |o| > eps:
+    ∂cos/∂o = (t̂ - cos ô)/|o|; |o| <= eps: t̂/eps), so autograd keeps ∂/∂x [R, D] and ∂/∂W, ∂/∂b, not the
+    predictions, norms and normalised copies that the composite functions would keep for the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, target, eps, rows):
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_b = torch.zeros_like(bias) if need_b else None
+        total = x.new_zeros(())
+        for start in range(0, x.shape[0], rows):
+            x_blk = x[start : start + rows]
+            t = target[start : start + rows]
+            t_hat = t / t.norm(dim=1, keepdim=True).clamp_min(eps)
+            o = torch.addmm(bias, x_blk, weight.T)
+            norm = o.norm(dim=1, keepdim=True).clamp_min(eps)
+            o_hat = o / norm
+            cos = (t_hat * o_hat).sum(dim=1, keepdim=True)
+            total += cos.sum()
+            if need_x or need_w or need_b:
+                # (t̂ - cos ô) / |o| in place of the block's own temporaries; rows with |o| <= eps are redone below
+                grad_o = t_hat.sub_(o_hat.mul_(cos)).div_(norm)
+                small = (norm <= eps).squeeze(1)
+                if bool(small.any()):  # the clamp is active: the norm is a constant there, ∂cos/∂o = t̂/eps
+                    grad_o[small] = t[small] / t[small].norm(dim=1, keepdim=True).clamp_min(eps) / eps
+                if grad_x is not None:
+                    grad_x[start : start + rows] = grad_o @ weight
+                if grad_w is not None:
+                    grad_w.addmm_(grad_o.T, x_blk)
+                if grad_b is not None:
+                    grad_b += grad_o.sum(dim=0)
+        ctx.save_for_backward(grad_x, grad_w, grad_b)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_x, grad_w, grad_b = ctx.saved_tensors
+        return (
+            None if grad_x is None else grad_x * grad,
+            None if grad_w is None else grad_w * grad,
+            None if grad_b is None else grad_b * grad,
+            None,
+            None,
+            None,
+        )
+
+
+def predicted_cosine_mean(
+    x: torch.Tensor, predictor: nn.Linear, target: torch.Tensor, rows: int = 8192, eps: float = 1e-8
+) -> torch.Tensor:
+    """mean_r cos(target_r, predictor(x)_r) for x, target [R, D]: ``F.cosine_similarity(target, predictor(x))
+    .mean()`` in blocks of ``rows``, holding no [R, D] prediction for the backward pass (the plain form off the
+    CPU or with the reference kernels forced)."""
+    if not use_fast_path(x, target):
+        return F.cosine_similarity(target, predictor(x), dim=1, eps=eps).mean()
+    bias = predictor.bias if predictor.bias is not None else x.new_zeros(predictor.out_features)
+    total: torch.Tensor = _PredictedCosine.apply(x, predictor.weight, bias, target, eps, rows)
+    return total / x.shape[0]
+
+
 class ChannelEncoder(nn.Module):
     """h^c = x + A x + A² x with x = normalize([P^c ; MLP(X^c)]), optionally with SimGCL noise per hop."""
 
@@ -114,10 +266,13 @@ class ChannelEncoder(nn.Module):
         self, items: torch.Tensor, substitute: Callable[[torch.Tensor], torch.Tensor] | None = None
     ) -> torch.Tensor:
         """x = normalize([P ; MLP(X)]): [N, dim]."""
-        content = self.mlp_out(F.leaky_relu(self.mlp_in(items)))
+        # in place: Linear's backward needs its input, not its output, so the activation can overwrite it and
+        # autograd keeps one [I, 4d] tensor per channel instead of two (LeakyReLU's backward reads the sign of
+        # its output, the same as its input's for a positive slope)
+        content = self.mlp_out(F.leaky_relu(self.mlp_in(items), inplace=True))
         if substitute is not None:
             content = substitute(content)
-        return F.normalize(torch.cat([self.preference, content]), dim=1)
+        return normalized_concat(self.preference, content)
 
     @staticmethod
     def hops(adj: torch.Tensor, x: torch.Tensor, first: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
@@ -129,11 +284,15 @@ class ChannelEncoder(nn.Module):
                 h = sparse_mm(adj, h)
             if noise > 0:
                 # sign() has zero derivative, so the perturbation is a constant for autograd: formed without a
-                # graph it leaves the gradient unchanged and keeps none of its [N, d] temporaries alive
+                # graph it leaves the gradient unchanged and keeps none of its [N, d] temporaries alive; in place,
+                # the same values as sign(h) * normalize(U) * noise with one [N, d] temporary instead of four
                 with torch.no_grad():
-                    delta = torch.sign(h) * F.normalize(torch.rand_like(h), dim=1) * noise
+                    delta = torch.rand_like(h)
+                    delta.div_(delta.norm(dim=1, keepdim=True).clamp_min(1e-12))
+                    delta.mul_(torch.sign(h)).mul_(noise)
                 h = h + delta
-            out = out + h
+            # the running sum is this function's own tensor after the first hop (x is the caller's): add in place
+            out = out + h if out is x else out.add_(h)
         return out
 
 
@@ -226,11 +385,48 @@ class MENTOR(Model):
         items = self._item_side(torch.cat([c[n_u:] for c in channels], dim=1))
         return torch.cat([torch.cat(users, dim=1), items])
 
-    def _tiled(self, channel: torch.Tensor) -> torch.Tensor:
-        """``_fuse([c] * M, weighted=False)`` for one channel c [N, d]: the M column blocks are equal, so the item
-        graph runs over d columns once and the result is tiled ([N, M·d])."""
+    def _untiled(self, channel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One column block of ``_fuse([c] * M, weighted=False)`` for one channel c [N, d], as its user rows [U, d]
+        and item rows [I, d]: the M blocks of that view are equal, so the view is this block tiled M times; L_align
+        needs only its mean and variance (:meth:`tiled_stats`), so neither the tiling nor the block is formed."""
         n_u = self.n_users
-        return torch.cat([channel[:n_u], self._item_side(channel[n_u:])]).repeat(1, self.n_modalities)
+        return channel[:n_u], self._item_side(channel[n_u:])
+
+    @staticmethod
+    def tiled_stats(parts: tuple[torch.Tensor, ...], copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unbiased variance, mean) of ``torch.cat(parts).repeat(1, copies)``, from the parts alone.
+
+        The tiled table holds every value ``copies`` times: the same mean, and ``copies`` times the sum of squared
+        deviations over ``copies·n`` values, so var_tiled = var · copies (n - 1) / (copies·n - 1), n the number
+        of values of the parts. Autograd keeps the parts (views of tensors kept anyway), not their concatenation.
+        """
+        n = sum(p.numel() for p in parts)
+        if use_fast_path(*parts):
+            var, mean = _ConcatStats.apply(*parts)
+        else:  # the plain form: off the CPU or with the reference kernels forced
+            x = torch.cat([p.reshape(-1) for p in parts])
+            var, mean = x.var(), x.mean()
+        return var * (copies * (n - 1) / (copies * n - 1)), mean
+
+    def _fuse_rows(
+        self, channels: list[torch.Tensor], users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``users`` [B_u] and items ``items`` [B_i] (item indices) of ``_fuse(channels)``: [B_u, M·d] and
+        [B_i, M·d]. The [N, M·d] view is never formed, so autograd keeps only these rows (and the rows of their
+        item-graph neighbours), not the channels [N, d]."""
+        n_u = self.n_users
+        user_rows = torch.cat(
+            [self.user_weight[users, m : m + 1] * c.index_select(0, users) for m, c in enumerate(channels)],
+            dim=1,
+        )
+        x = torch.cat([c[n_u:] for c in channels], dim=1)  # [I, M·d]
+        h = x
+        for _ in range(self.cfg.n_item_layers - 1):
+            h = sparse_mm(self.item_graph, h, self.item_graph_t)
+        last = (
+            csr_rows_mm(self.item_graph, items, h) if self.cfg.n_item_layers > 0 else h.index_select(0, items)
+        )
+        return user_rows, x.index_select(0, items) + last
 
     def _channels(self, noise: float = 0.0, view: int = 0) -> list[torch.Tensor]:
         encoders = self.encoders
@@ -244,8 +440,11 @@ class MENTOR(Model):
     def _substitute(self, idx: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
         return partial(self.missing, idx) if self.missing.present(idx) is not None else None
 
-    def forward(self) -> Embeddings:
-        """r_u [U, M·d], r_i [I, M·d]; in training, extras hold the ID, per-modality and perturbed views."""
+    def forward(self, rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> Embeddings:
+        """r_u [U, M·d], r_i [I, M·d]; in training, extras hold the ID and per-modality views (one column block
+        each, as user and item rows, see :meth:`_untiled`) and the two perturbed views: whole ([N, M·d], key
+        "noisy"), or with ``rows`` = (users [B_u], items [B_i]) only those rows (key "noisy_rows": per view
+        ([B_u, M·d], [B_i, M·d]))."""
         cfg = self.cfg
         encoders = [enc for enc in self.encoders if isinstance(enc, ChannelEncoder)]
         # x^c and its first hop A x^c are the same for the clean view and, with tied encoders, for both
@@ -259,23 +458,44 @@ class MENTOR(Model):
         if self.training:
             if cfg.align_weight > 0:
                 h_id = self.id_encoder(self.adj, self.id_feat)
-                extras["guide"] = self._tiled(h_id)
-                extras["modal"] = [self._tiled(c) for c in channels]
+                extras["guide"] = self._untiled(h_id)
+                extras["modal"] = [self._untiled(c) for c in channels]
             if cfg.mask_g_weight > 0:
-                if self.noise_encoders is None:
-                    noisy = [
-                        [
+                # view by view, so that only one view's perturbed channels [N, d] exist at a time (the noise is
+                # drawn in the same order as building all four channels first)
+                views: list[Any] = []
+                for view in range(2):
+                    if self.noise_encoders is None:
+                        noisy = [
                             ChannelEncoder.hops(self.adj, x, h, cfg.noise_eps)
                             for x, h in zip(xs, firsts, strict=True)
                         ]
-                        for _ in range(2)
-                    ]
-                else:
-                    noisy = [self._channels(cfg.noise_eps, view) for view in range(2)]
-                extras["noisy"] = [self._fuse(view) for view in noisy]
+                    else:
+                        noisy = self._channels(cfg.noise_eps, view)
+                    views.append(self._fuse(noisy) if rows is None else self._fuse_rows(noisy, *rows))
+                    del noisy
+                extras["noisy" if rows is None else "noisy_rows"] = views
         return Embeddings(fused[:n_u], fused[n_u:], extras)
 
     # ---- objective -----------------------------------------------------------------------------------------
+    def train_step(
+        self, batch: Batch, optimizers: list[Adam], grad_clip: float | None = None
+    ) -> dict[str, float]:
+        """The usual step, then the gradients are dropped rather than kept until the next step's backward pass:
+        the same updates, and the [U, d] / [I, d] gradient tables no longer sit in memory (and between the
+        allocator's free blocks) through the next forward pass."""
+        out = super().train_step(batch, optimizers, grad_clip)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        return out
+
+    def batch_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``loss(batch, forward(rows))``: with ``cl_scope="batch"`` L_mask_g reads the perturbed views at the
+        batch's distinct users and positive items only, so only those rows of them are formed."""
+        if self.training and self.cfg.cl_scope == "batch" and self.cfg.mask_g_weight > 0:
+            return self.loss(batch, self.forward((torch.unique(batch.users), torch.unique(batch.pos))))
+        return self.loss(batch, self.forward())
+
     def loss(self, batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
         """bpr, reg, align, mask_f, mask_g (each already weighted)."""
         cfg = self.cfg
@@ -293,8 +513,9 @@ class MENTOR(Model):
             "reg": cfg.reg_weight * (torch.as_tensor(reg) + self.user_weight.pow(2).mean()),
         }
         if "guide" in extras:
-            views = [extras["fused"], extras["guide"], *extras["modal"]]
-            stats = [(v.var(), v.mean()) for v in views]
+            m = self.n_modalities
+            stats = [self.tiled_stats((extras["fused"],))]
+            stats += [self.tiled_stats(v, m) for v in (extras["guide"], *extras["modal"])]
             align = emb.users.new_zeros(())
             for a in range(len(stats)):
                 for b in range(a + 1, len(stats)):
@@ -304,12 +525,19 @@ class MENTOR(Model):
             mask = emb.users.new_zeros(())
             for rep in (emb.users, emb.items):
                 target = F.dropout(rep.detach(), cfg.dropout, training=True)
-                online = self.predictor(rep if cfg.mask_f_grad else rep.detach())
+                online = rep if cfg.mask_f_grad else rep.detach()
+                cos = predicted_cosine_mean(online, self.predictor, target)
                 if not cfg.mask_f_grad:
-                    online = online.detach()
-                mask = mask + 1.0 - F.cosine_similarity(target, online, dim=1).mean()
+                    cos = cos.detach()
+                mask = mask + 1.0 - cos
             terms["mask_f"] = cfg.mask_f_weight * mask
-        if "noisy" in extras:
+        if "noisy_rows" in extras:  # formed by batch_loss at torch.unique(users) and torch.unique(pos)
+            (u_one, i_one), (u_two, i_two) = extras["noisy_rows"]
+            g = info_nce(u_one, u_two, cfg.temperature, cfg.cl_chunk) + info_nce(
+                i_one, i_two, cfg.temperature, cfg.cl_chunk
+            )
+            terms["mask_g"] = cfg.mask_g_weight * g
+        elif "noisy" in extras:
             one, two = extras["noisy"]
             n_u = self.n_users
             if cfg.cl_scope == "batch":
