@@ -87,6 +87,9 @@ class DRAGON(Model):
         n_item_layers: int = 1  # L propagations over the item-item graph
         user_k: int = 40  # co-interacting users kept per user
         user_weighting: str = "softmax"  # β_uv: "softmax" of shared-item counts (code) or "mean"
+        user_similarity: str = "count"  # ranks the neighbours (and feeds the softmax): shared-item "count"
+        # (paper, code) or "cosine" c_uv / sqrt(|N_u||N_v|), which keeps the most active users from being
+        # every user's neighbour (see the module docstring)
         fusion: str = "concat"  # "concat" (code default) or "sum" of the weighted modality representations
         use_user_graph: bool = True  # False: no user-user refinement (ablation)
         use_item_graph: bool = True  # False: no item-item refinement (ablation)
@@ -136,7 +139,7 @@ class DRAGON(Model):
         self.register_buffer("item_graph", item_graph, persistent=False)
         self.register_buffer("item_graph_t", item_graph_t, persistent=False)
 
-        rows, cols, counts = cooccurrence_topk(data.train, cfg.user_k, cfg.chunk_size)
+        rows, cols, counts = cooccurrence_topk(data.train, cfg.user_k, cfg.chunk_size, cfg.user_similarity)
         if cfg.user_weighting == "softmax":
             beta = row_softmax(rows, counts, data.n_users)
         else:

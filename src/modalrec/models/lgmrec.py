@@ -88,6 +88,9 @@ class LGMRec(Model):
         reg_weight: float = (
             1e-6  # λ_2 of the norm regulariser on the batch's final embeddings (official: 1e-6)
         )
+        mge_weight: float = 1.0  # w on the modality term, E^l = E^c + w Σ_m normalize(E^m) (paper, code: 1)
+        hyper_l2: bool = False  # True: hyperedge logits from L2-normalised rows F^m/||F^m|| (paper, code:
+        # raw F^m; with large-norm features the Gumbel-Softmax saturates, see the module docstring)
         use_mge: bool = True  # False: no modality graph embedding ("w/o MGE")
         use_ghe: bool = True  # False: no global hypergraph embedding nor L_HCL ("w/o GHE")
         cl_anchors: int = 0  # anchors per side in L_HCL: 0 = the whole batch (official), b > 0 = b random
@@ -98,6 +101,8 @@ class LGMRec(Model):
         super().__init__(data, cfg)
         if not 0.0 < cfg.keep_rate <= 1.0:
             raise ConfigError(f"keep_rate must lie in (0, 1], got {cfg.keep_rate}")
+        if cfg.mge_weight < 0:
+            raise ConfigError(f"mge_weight must be >= 0, got {cfg.mge_weight}")
         if cfg.n_hyperedges < 1 or cfg.n_hyper_layers < 1:
             raise ConfigError("LGMRec needs n_hyperedges >= 1 and n_hyper_layers >= 1")
         d = cfg.embed_dim
@@ -150,7 +155,10 @@ class LGMRec(Model):
 
         Training: Gumbel-Softmax (soft) samples with dropout; evaluation: softmax(logits/τ), no noise.
         """
-        item_logits = self.raw_features(idx) @ self.hyper[idx]
+        feats = self.raw_features(idx)
+        if self.cfg.hyper_l2:
+            feats = F.normalize(feats, dim=1)
+        item_logits = feats @ self.hyper[idx]
         present = self.missing.present(idx)
         keep = None if present is None else present.unsqueeze(1).to(item_logits.dtype)
         if keep is not None:  # absent items add nothing to their users' logits
@@ -184,7 +192,8 @@ class LGMRec(Model):
         if self.cfg.use_mge:
             for idx in range(self.n_modalities):
                 mu, mi = self.modality_graph_embedding(idx)
-                users, items = users + F.normalize(mu, dim=1), items + F.normalize(mi, dim=1)
+                w = self.cfg.mge_weight
+                users, items = users + w * F.normalize(mu, dim=1), items + w * F.normalize(mi, dim=1)
         if self.cfg.use_ghe:
             # the hypergraph starts from the collaborative item embeddings E^c_i
             hyper = [self.hypergraph_embedding(idx, cge_items) for idx in range(self.n_modalities)]
