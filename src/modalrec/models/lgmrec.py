@@ -36,9 +36,9 @@ Options beyond paper and code (defaults keep the paper's behaviour):
   logits F^m V_m scale with the feature norm, and a user's logits with its number of items; at τ = 0.2 large
   raw norms saturate the Gumbel-Softmax. On Tiktok (visual rows of norm ≈ 33) at initialisation 68-99% of the
   items' and 79-99.8% of the users' visual dependency rows have a maximum above 0.99 (two initial draws), so
-  each such node sits in one hyperedge, Z^m takes about A distinct values, V_m gets almost no gradient and L_HCL settles at a constant;
-  with normalised rows 0% of items and 1.1% of users are that saturated. The dependencies are then invariant to
-  a rescaling of the features.
+  each such node sits in one hyperedge, Z^m takes about A distinct values, V_m gets almost no gradient and
+  L_HCL settles at a constant; with normalised rows 0% of items and 1.1% of users are that saturated. The
+  dependencies are then invariant to a rescaling of the features.
 * ``mge_weight`` w: E^l = E^c + w Σ_m normalize(E^m). Each modality term has unit norm while the Xavier-initialised
   collaborative layer mean starts near 0.05 (Tiktok), so the content terms decide the ranking until the ID
   embeddings have grown; w < 1 lowers their weight.
