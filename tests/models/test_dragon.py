@@ -47,6 +47,34 @@ def test_cooccurrence_topk_matches_dense_oracle(chunk: int) -> None:
     assert not (rows == cols).any()
 
 
+@pytest.mark.parametrize("chunk", [3, 1024])
+def test_cooccurrence_cosine_matches_dense_oracle(chunk: int) -> None:
+    dense = _random_interactions(23, 15, 0.25, seed=1).toarray()
+    dense[0] = 1.0  # a very active user: many shared items, yet a low cosine with most users
+    r = sp.csr_matrix(dense)
+    counts = (r @ r.T).toarray()
+    deg = counts.diagonal().copy()
+    np.fill_diagonal(counts, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where(counts > 0, counts / np.sqrt(np.outer(deg, deg)), 0.0)
+    k = 4
+    rows, cols, vals = cooccurrence_topk(r, k, chunk_size=chunk, similarity="cosine")
+    got = np.zeros_like(cos)
+    got[rows.numpy(), cols.numpy()] = vals.numpy()
+    for u in range(23):
+        want = np.sort(cos[u])[::-1][:k]
+        want = want[want > 0]
+        picked = got[u][got[u] > 0]
+        np.testing.assert_allclose(np.sort(picked)[::-1], want, rtol=1e-6)
+        np.testing.assert_allclose(got[u][got[u] > 0], cos[u][got[u] > 0], rtol=1e-6)
+    assert 7 not in rows.tolist() and not (rows == cols).any()
+    # by count the active user 0 is among every user's top k; by cosine it is not
+    count_cols = cooccurrence_topk(r, k, similarity="count")[1]
+    assert (count_cols == 0).sum() > (cols == 0).sum()
+    with pytest.raises(ConfigError):
+        cooccurrence_topk(r, k, similarity="jaccard")
+
+
 def test_cooccurrence_counts_ignore_interaction_values() -> None:
     r = sp.csr_matrix(np.array([[2.0, 1.0, 0.0], [5.0, 1.0, 1.0], [0.0, 0.0, 3.0]], dtype=np.float32))
     rows, cols, vals = cooccurrence_topk(r, 5)
@@ -115,6 +143,23 @@ def test_forward_matches_a_dense_recomputation(tiny: Dataset) -> None:
     torch.testing.assert_close(emb.users, users_t, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(emb.items, items_t, atol=1e-5, rtol=1e-4)
     assert emb.users.shape == (tiny.n_users, 2 * 64)
+
+
+def test_cosine_user_graph_weights(tiny: Dataset) -> None:
+    model = DRAGON(tiny, DRAGON.Config(user_k=5, user_similarity="cosine"))
+    r = torch.from_numpy((tiny.train.toarray() > 0).astype(np.float32))
+    counts = r @ r.T
+    deg = counts.diagonal().clone()
+    cos = counts / torch.sqrt(torch.outer(deg, deg)).clamp(min=1e-12)
+    cos.fill_diagonal_(0)
+    beta = model.user_graph.to_dense()
+    for row in beta.sum(1).nonzero()[:, 0].tolist():
+        kept = beta[row] > 0
+        # the kept neighbours are the 5 highest cosines and β is their softmax
+        assert cos[row, kept].min() >= torch.sort(cos[row], descending=True).values[4] - 1e-6
+        torch.testing.assert_close(beta[row, kept], torch.softmax(cos[row, kept], 0))
+    with pytest.raises(ConfigError):
+        DRAGON(tiny, DRAGON.Config(user_similarity="jaccard"))
 
 
 def test_gradients_reach_every_part(tiny: Dataset) -> None:

@@ -52,6 +52,38 @@ def test_hyperedge_shapes_and_dependencies(tiny: Dataset) -> None:
         assert not torch.allclose(a_u, b_u)
 
 
+def test_l2_hyperedge_input_and_modality_weight(tiny: Dataset) -> None:
+    torch.manual_seed(0)
+    model = LGMRec(tiny, LGMRec.Config(hyper_l2=True, mge_weight=0.25, use_ghe=False))
+    model.eval()
+    r, _, _ = dense_parts(tiny)
+    with torch.no_grad():
+        for idx, name in enumerate(tiny.features):
+            feats = tiny.features[name].astype(np.float64)
+            feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+            logits = feats @ model.hyper[idx].double().numpy()
+            h_u, h_i = model.hyperedges(idx)
+            torch.testing.assert_close(
+                h_i.double(), torch.softmax(torch.from_numpy(logits) / 0.2, 1), atol=1e-5, rtol=1e-4
+            )
+            torch.testing.assert_close(
+                h_u.double(), torch.softmax(torch.from_numpy(r @ logits) / 0.2, 1), atol=1e-5, rtol=1e-4
+            )
+            # rescaling a modality's features leaves the l2 dependencies unchanged
+            scaled = model.raw_features(idx).clone()
+            model.raw_features(idx).mul_(40.0)
+            torch.testing.assert_close(model.hyperedges(idx)[1], h_i)
+            model.raw_features(idx).copy_(scaled)
+        plain = LGMRec(tiny, LGMRec.Config(use_mge=False, use_ghe=False))
+        plain.load_state_dict(model.state_dict())
+        plain.eval()
+        cge_u, cge_i = plain()[:2]
+        mge = [model.modality_graph_embedding(i) for i in range(2)]
+        emb = model()
+        for side, cge_side, final in ((0, cge_u, emb.users), (1, cge_i, emb.items)):
+            torch.testing.assert_close(final, cge_side + 0.25 * sum(F.normalize(m[side], dim=1) for m in mge))
+
+
 def test_modality_and_hypergraph_embeddings_match_dense_oracle(tiny: Dataset) -> None:
     model = LGMRec(tiny, LGMRec.Config(n_hyper_layers=2))
     model.eval()

@@ -24,7 +24,7 @@ from modalrec.models.missing_content import masked_knn_edges, row_renormalised_e
 
 
 def cooccurrence_topk(
-    train: sp.spmatrix, k: int, chunk_size: int = 1024
+    train: sp.spmatrix, k: int, chunk_size: int = 1024, similarity: str = "count"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-``k`` co-interaction neighbours of every user: c_uv = |items(u) ∩ items(v)|, v ≠ u, c_uv > 0.
 
@@ -32,17 +32,22 @@ def cooccurrence_topk(
         train: [U, I] binary interactions (sparse).
         k: neighbours kept per user (fewer when a user shares items with fewer others).
         chunk_size: users per block of R_block Rᵀ.
+        similarity: what ranks (and is returned for) the neighbours: ``"count"`` the shared-item count c_uv
+            (DRAGON), ``"cosine"`` c_uv / sqrt(|items(u)| |items(v)|), which does not grow with v's activity.
 
     Returns:
-        rows [E], cols [E], counts [E] (float32), rows ascending, E <= U·k. Which of several equally counted
-        users is kept at the k-th place is unspecified.
+        rows [E], cols [E], values [E] (float32: counts or cosines), rows ascending, E <= U·k. Which of several
+        equally ranked users is kept at the k-th place is unspecified.
     """
     if k < 1:
         raise ConfigError(f"the user-user graph needs k >= 1 neighbours, got {k}")
+    if similarity not in ("count", "cosine"):
+        raise ConfigError(f"the user-user similarity must be 'count' or 'cosine', not {similarity!r}")
     r = sp.csr_matrix(train, dtype=np.float32)
     r.data[:] = 1.0  # counts of shared items, whatever the stored interaction values
     rt = sp.csr_matrix(r.T)
     n = r.shape[0]
+    deg = np.asarray(r.sum(axis=1), dtype=np.float64).ravel()
     kk = min(k, max(n - 1, 0))
     all_rows, all_cols, all_vals = [], [], []
     for start in range(0, n, chunk_size):
@@ -51,10 +56,11 @@ def cooccurrence_topk(
         if kk == 0:
             continue
         keep = block.row + start != block.col  # a user is not its own neighbour
+        b_rows, b_cols, b_vals = block.row[keep], block.col[keep], block.data[keep]
+        if similarity == "cosine":  # both users interacted with the shared items, so both degrees are > 0
+            b_vals = (b_vals / np.sqrt(deg[b_rows + start] * deg[b_cols])).astype(np.float32)
         dense = torch.zeros(stop - start, n)  # one [chunk, U] block for the top-k, never [U, U]
-        dense[torch.from_numpy(block.row[keep]).long(), torch.from_numpy(block.col[keep]).long()] = (
-            torch.from_numpy(block.data[keep])
-        )
+        dense[torch.from_numpy(b_rows).long(), torch.from_numpy(b_cols).long()] = torch.from_numpy(b_vals)
         vals, cols = torch.topk(dense, kk, dim=1)
         rows = torch.arange(start, stop).repeat_interleave(kk)
         all_rows.append(rows)
