@@ -112,11 +112,13 @@ def test_sigkill_leaves_loadable_checkpoints(tmp_path: Path) -> None:
         logged = kill_after_epochs(out, 1 + i % 2, delay)
         assert not (out / "metrics.json").exists()
         best = load_checkpoint(out / "checkpoint.pt")
-        assert best["model"] == "lightgcn" and best["epoch"] < logged
+        # ``logged`` is read after the kill: the epoch being finished may have written its checkpoints before
+        # its log line reached log.txt, so a checkpoint can be one epoch ahead of the lines (epoch == logged).
+        assert best["model"] == "lightgcn" and best["epoch"] <= logged
         last_path = out / "last.pt"
         if last_path.exists():  # the kill may land before the first last.pt rename
             last = load_checkpoint(last_path)
-            assert last["epoch"] <= logged - 1 and len(json.loads(last["history"])) == last["epoch"] + 1
+            assert last["epoch"] <= logged and len(json.loads(last["history"])) == last["epoch"] + 1
         for leftover in out.glob(".*.pt.*"):  # temp files of an interrupted write are never the real name
             assert not leftover.name.endswith(".pt")
 
