@@ -26,8 +26,8 @@ from modalrec.models.mmssl import MMSSL
 def part_scores(run: str, data: str | None, split: str) -> list[tuple[str, float, float, float]]:
     """(parts, Recall@20 on ``split``, mean user row norm, mean item row norm) for every non-empty sum of parts."""
     est = modalrec.load(run, data)
-    model, dataset = est._fitted()
-    if not isinstance(model, MMSSL):
+    model, dataset = est.model_, est.data_
+    if not isinstance(model, MMSSL) or dataset is None:
         raise SystemExit(f"error: {run}: not an MMSSL run (model {type(model).__name__})")
     model.eval()
     parts = model.embedding_parts()
